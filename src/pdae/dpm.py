@@ -1,0 +1,38 @@
+"""A pre-trained diffusion model as pdae stores it: an ADM UNet plus its noise schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pdae.checkpoint import load_state_strict, load_weights, resolve_weights_path
+from pdae.errors import CheckpointError
+from pdae.nn.unet import UNet, UNetConfig
+from pdae.schedule import NoiseSchedule
+
+# Named UNet sizes; `pdae pretrain --preset` offers exactly these keys.
+PRESETS: dict[str, Callable[[int, int], UNetConfig]] = {
+    "tiny": lambda size, ch: UNetConfig(size, ch, 32, ch, 1, (2,), (1, 2)),
+    "small": lambda size, ch: UNetConfig(size, ch, 32, ch, 2, (4,), (1, 2, 2)),
+    "base": lambda size, ch: UNetConfig(size, ch, 64, ch, 2, (4,), (1, 2, 2, 2)),
+}
+
+
+def dpm_config(unet: UNetConfig, schedule: NoiseSchedule) -> dict:
+    """The JSON that rebuilds a DPM: stored in its weights file's metadata."""
+    return {"kind": "dpm", "unet": unet.to_dict(), "schedule": schedule.to_config()}
+
+
+def build_dpm(config: dict) -> tuple[UNet, NoiseSchedule]:
+    if config.get("kind") != "dpm":
+        raise CheckpointError(f"expected a DPM checkpoint, found kind {config.get('kind')!r}")
+    return UNet(UNetConfig.from_dict(config["unet"])), NoiseSchedule(**config["schedule"])
+
+
+def load_dpm(path: str | Path) -> tuple[UNet, NoiseSchedule]:
+    """Load a pdae DPM (a run folder or its .safetensors file), in eval mode."""
+    weights_path = resolve_weights_path(Path(path))
+    state, config = load_weights(weights_path)
+    unet, schedule = build_dpm(config)
+    load_state_strict(unet, state, str(weights_path))
+    return unet.eval(), schedule

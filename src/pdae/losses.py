@@ -1,0 +1,23 @@
+"""Training losses as small callables: each owns its t-distribution and weighting; the loop only reduces."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pdae.schedule import NoiseSchedule
+
+
+class EpsLoss:
+    """DDPM's simple loss: || eps - eps_theta(x_t, t) ||^2 with t ~ U{0..T-1}, per sample."""
+
+    def __init__(self, schedule: NoiseSchedule, class_conditional: bool = False):
+        self.schedule = schedule
+        self.class_conditional = class_conditional
+
+    def __call__(self, net: nn.Module, x0: Tensor, labels: Tensor) -> Tensor:
+        t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), device=x0.device)
+        eps = torch.randn_like(x0)
+        x_t = self.schedule.q_sample(x0, t, eps)
+        eps_pred = net(x_t, t, labels if self.class_conditional else None)[:, : x0.shape[1]]
+        return (eps_pred.float() - eps).square().mean(dim=(1, 2, 3))

@@ -1,0 +1,275 @@
+"""The ADM UNet (Dhariwal & Nichol 2021), with guided-diffusion's parameter names.
+
+Parameter names match guided-diffusion (time_embed, input_blocks, middle_block, output_blocks, out;
+in_layers, emb_layers, out_layers, skip_connection; norm, qkv, proj_out) so that its checkpoints,
+and Diff-AE's and the reference PDAE's, load into it. The network is split at its bottleneck:
+`time_embedding`, `encode` (input blocks: bottleneck and skips) and `decode` (middle block, output
+blocks, output conv), which is the interface PDAE's gradient estimator reuses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pdae.errors import PdaeError
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Hyper-parameters of the ADM UNet; `attention_resolutions` are downsample factors (1, 2, 4, ...)."""
+
+    image_size: int = 28
+    in_channels: int = 1
+    model_channels: int = 32
+    out_channels: int = 1
+    num_res_blocks: int = 1
+    attention_resolutions: tuple[int, ...] = (4,)
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    dropout: float = 0.0
+    num_heads: int = 1
+    num_head_channels: int = -1
+    use_scale_shift_norm: bool = True
+    resblock_updown: bool = False
+    learn_sigma: bool = False
+    num_classes: int | None = None
+    conv_resample: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "UNetConfig":
+        values = dict(values)
+        for key in ("attention_resolutions", "channel_mult"):
+            values[key] = tuple(values.get(key, getattr(cls, key, ())))
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding [cos, sin] of (possibly fractional) timesteps, as in guided-diffusion."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(embedding, (0, dim % 2))
+
+
+def normalization(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels), channels)
+
+
+def zero_module(module: nn.Module) -> nn.Module:
+    """Zero-initialise a layer so that a residual branch (or a whole output) starts as zero."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class TimestepBlock(nn.Module):
+    """A block whose forward also takes the time embedding."""
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
+    """nn.Sequential that passes the time embedding to the children that take it."""
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        for layer in self:
+            x = layer(x, emb) if isinstance(layer, TimestepBlock) else layer(x)
+        return x
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int, use_conv: bool):
+        super().__init__()
+        if use_conv:
+            self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return self.conv(x) if hasattr(self, "conv") else x
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int, use_conv: bool):
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1) if use_conv else nn.AvgPool2d(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)
+
+
+class ResBlock(TimestepBlock):
+    """Residual block; with scale-shift norm the time embedding modulates the second group norm."""
+
+    def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None,
+                 use_scale_shift_norm: bool = True, up: bool = False, down: bool = False):
+        super().__init__()
+        out_channels = out_channels or channels
+        self.use_scale_shift_norm = use_scale_shift_norm
+        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.updown = up or down
+        if up:
+            self.h_upd, self.x_upd = Upsample(channels, False), Upsample(channels, False)
+        elif down:
+            self.h_upd, self.x_upd = Downsample(channels, False), Downsample(channels, False)
+        emb_out = 2 * out_channels if use_scale_shift_norm else out_channels
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, emb_out))
+        self.out_layers = nn.Sequential(
+            normalization(out_channels), nn.SiLU(), nn.Dropout(dropout),
+            zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
+        )
+        self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        if self.updown:
+            h = self.in_layers[:-1](x)
+            h, x = self.h_upd(h), self.x_upd(x)
+            h = self.in_layers[-1](h)
+        else:
+            h = self.in_layers(x)
+        emb_out = self.emb_layers(emb)[..., None, None].to(h.dtype)  # B x C' x 1 x 1
+        norm, rest = self.out_layers[0], self.out_layers[1:]
+        if self.use_scale_shift_norm:
+            scale, shift = emb_out.chunk(2, dim=1)
+            h = rest(norm(h) * (1 + scale) + shift)
+        else:
+            h = rest(norm(h + emb_out))
+        return self.skip_connection(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Spatial self-attention; qkv in guided-diffusion's legacy head layout, computed by SDPA."""
+
+    def __init__(self, channels: int, num_heads: int = 1, num_head_channels: int = -1):
+        super().__init__()
+        self.num_heads = num_heads if num_head_channels == -1 else channels // num_head_channels
+        self.norm = normalization(channels)
+        self.qkv = nn.Conv1d(channels, channels * 3, 1)
+        self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, *spatial = x.shape
+        qkv = self.qkv(self.norm(x).reshape(b, c, -1))  # B x 3C x L
+        head_dim = c // self.num_heads
+        q, k, v = qkv.reshape(b * self.num_heads, 3 * head_dim, -1).transpose(1, 2).split(head_dim, dim=2)
+        h = F.scaled_dot_product_attention(q, k, v)  # (B*heads) x L x head_dim
+        h = h.transpose(1, 2).reshape(b, c, -1)
+        return x + self.proj_out(h).reshape(b, c, *spatial)
+
+
+class UNet(nn.Module):
+    """ADM UNet predicting eps (and, with learn_sigma, the variance interpolation in 2C channels)."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        if cfg.image_size % 2 ** (len(cfg.channel_mult) - 1):
+            raise PdaeError(f"image size {cfg.image_size} is not divisible by 2^{len(cfg.channel_mult) - 1}")
+        ch = cfg.model_channels
+        emb_dim = ch * 4
+        self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        if cfg.num_classes is not None:
+            self.label_emb = nn.Embedding(cfg.num_classes, emb_dim)
+        self.input_blocks, skip_channels, ch = self._build_encoder(cfg, emb_dim)
+        self.middle_block = self.build_middle(cfg, ch, emb_dim)
+        self.output_blocks = self.build_decoder(cfg, ch, emb_dim, skip_channels)
+        self.out = nn.Sequential(normalization(cfg.model_channels), nn.SiLU(),
+                                 zero_module(nn.Conv2d(cfg.model_channels, self.out_channels, 3, padding=1)))
+
+    @property
+    def out_channels(self) -> int:
+        return self.config.out_channels * (2 if self.config.learn_sigma else 1)
+
+    @staticmethod
+    def _resblock(cfg: UNetConfig, ch: int, emb_dim: int, out: int | None = None, **updown: bool) -> ResBlock:
+        return ResBlock(ch, emb_dim, cfg.dropout, out, cfg.use_scale_shift_norm, **updown)
+
+    @staticmethod
+    def _attention(cfg: UNetConfig, ch: int) -> AttentionBlock:
+        return AttentionBlock(ch, cfg.num_heads, cfg.num_head_channels)
+
+    @classmethod
+    def _build_encoder(cls, cfg: UNetConfig, emb_dim: int) -> tuple[nn.ModuleList, list[int], int]:
+        ch = cfg.model_channels
+        blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
+        skip_channels, ds = [ch], 1
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers: list[nn.Module] = [cls._resblock(cfg, ch, emb_dim, mult * cfg.model_channels)]
+                ch = mult * cfg.model_channels
+                if ds in cfg.attention_resolutions:
+                    layers.append(cls._attention(cfg, ch))
+                blocks.append(TimestepEmbedSequential(*layers))
+                skip_channels.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                down = (cls._resblock(cfg, ch, emb_dim, ch, down=True) if cfg.resblock_updown
+                        else Downsample(ch, cfg.conv_resample))
+                blocks.append(TimestepEmbedSequential(down))
+                skip_channels.append(ch)
+                ds *= 2
+        return blocks, skip_channels, ch
+
+    @classmethod
+    def build_middle(cls, cfg: UNetConfig, ch: int, emb_dim: int) -> TimestepEmbedSequential:
+        """The bottleneck: ResBlock, attention, ResBlock."""
+        return TimestepEmbedSequential(cls._resblock(cfg, ch, emb_dim), cls._attention(cfg, ch),
+                                       cls._resblock(cfg, ch, emb_dim))
+
+    @classmethod
+    def build_decoder(cls, cfg: UNetConfig, ch: int, emb_dim: int, skip_channels: list[int]) -> nn.ModuleList:
+        """Output blocks, each concatenating one skip activation, in guided-diffusion's order."""
+        skips, blocks, ds = list(skip_channels), nn.ModuleList(), 2 ** (len(cfg.channel_mult) - 1)
+        for level, mult in list(enumerate(cfg.channel_mult))[::-1]:
+            for i in range(cfg.num_res_blocks + 1):
+                layers: list[nn.Module] = [cls._resblock(cfg, ch + skips.pop(), emb_dim, cfg.model_channels * mult)]
+                ch = cfg.model_channels * mult
+                if ds in cfg.attention_resolutions:
+                    layers.append(cls._attention(cfg, ch))
+                if level and i == cfg.num_res_blocks:
+                    layers.append(cls._resblock(cfg, ch, emb_dim, ch, up=True) if cfg.resblock_updown
+                                  else Upsample(ch, cfg.conv_resample))
+                    ds //= 2
+                blocks.append(TimestepEmbedSequential(*layers))
+        return blocks
+
+    def time_embedding(self, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """The embedding every ResBlock is modulated by: MLP of the sinusoid, plus the class embedding."""
+        emb = self.time_embed(timestep_embedding(t, self.config.model_channels))
+        if self.config.num_classes is not None:
+            if y is None:
+                raise PdaeError("this model is class-conditional: pass class labels")
+            emb = emb + self.label_emb(y)
+        return emb
+
+    def encode(self, x: Tensor, emb: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Input blocks: returns the bottleneck input and the skip activations."""
+        skips = []
+        h = x
+        for block in self.input_blocks:
+            h = block(h, emb)
+            skips.append(h)
+        return h, skips
+
+    def decode(self, h: Tensor, skips: list[Tensor], emb: Tensor) -> Tensor:
+        """Middle block, output blocks and output conv; returns eps (learned-variance channels dropped)."""
+        return self.decode_raw(h, skips, emb)[:, : self.config.out_channels]
+
+    def decode_raw(self, h: Tensor, skips: list[Tensor], emb: Tensor) -> Tensor:
+        h = self.middle_block(h, emb)
+        skips = list(skips)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.out(h)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """Full network output (2C channels when learn_sigma), like guided-diffusion's forward."""
+        emb = self.time_embedding(t, y)
+        return self.decode_raw(*self.encode(x, emb), emb)

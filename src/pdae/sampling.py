@@ -1,0 +1,99 @@
+"""Samplers over an eps function `(x_t, t) -> eps` and a schedule; they never know what model is inside.
+
+Notation: a_from = alpha_bar at the current level, a_to at the next; t = -1 is the clean image
+(alpha_bar = 1). DDIM (Song et al. 2021, eq. 12) with eta = 1 over all T steps is DDPM's ancestral
+sampler with the posterior variance, so one transition serves decoding, DDPM and inversion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pdae.schedule import NoiseSchedule
+
+EpsFn = Callable[[Tensor, Tensor], Tensor]
+NoiseFn = Callable[[Tensor], Tensor]
+StepCallback = Callable[[int, Tensor], None]
+
+
+class SeededNoise:
+    """Gaussian noise where row i depends only on seeds[i], so sample i is reproducible on its own (EDM)."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, like: Tensor) -> Tensor:
+        rows = [torch.randn(like.shape[1:], generator=g) for g in self.generators]
+        return torch.stack(rows).to(device=like.device, dtype=like.dtype)
+
+
+def ddim_transition(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, t_from: int, t_to: int, t_eval: int,
+                    eta: float = 0.0, clip_x0: bool = False, noise: NoiseFn = torch.randn_like) -> Tensor:
+    """Move x from level t_from to t_to via the predicted x0, with eps evaluated at (x, t_eval)."""
+    a_from, a_to = (float(schedule.alpha_bar_at(torch.tensor(s))) for s in (t_from, t_to))
+    eps = eps_fn(x, torch.full((x.shape[0],), t_eval, device=x.device, dtype=torch.long)).to(x.dtype)
+    x0 = (x - np.sqrt(1 - a_from) * eps) / np.sqrt(a_from)
+    if clip_x0 and a_from < 1:
+        x0 = x0.clamp(-1, 1)
+        eps = (x - np.sqrt(a_from) * x0) / np.sqrt(1 - a_from)
+    sigma = eta * np.sqrt(max((1 - a_to) / (1 - a_from) * (1 - a_from / a_to), 0.0)) if a_from < 1 else 0.0
+    x_next = np.sqrt(a_to) * x0 + np.sqrt(max(1 - a_to - sigma**2, 0.0)) * eps
+    return x_next + sigma * noise(x) if sigma > 0 else x_next
+
+
+@torch.no_grad()
+def sample_ddim(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, timesteps: Tensor, eta: float = 0.0,
+                clip_x0: bool = True, noise: NoiseFn = torch.randn_like,
+                callback: StepCallback | None = None) -> Tensor:
+    """Decode x from level timesteps[-1] through every listed step to the clean image (alpha_bar = 1)."""
+    levels = [-1] + timesteps.tolist()
+    for i in range(len(levels) - 1, 0, -1):
+        x = ddim_transition(eps_fn, x, schedule, levels[i], levels[i - 1], levels[i], eta, clip_x0, noise)
+        if callback is not None:
+            callback(len(levels) - 1 - i, x)
+    return x
+
+
+@torch.no_grad()
+def invert_ddim(eps_fn: EpsFn, x0: Tensor, schedule: NoiseSchedule, timesteps: Tensor, clip_x0: bool = False,
+                callback: StepCallback | None = None) -> Tensor:
+    """Deterministic DDIM run upward from the clean image to level timesteps[-1]: the inferred x_T.
+
+    Each step evaluates eps at the level it moves to, the fixed-point approximation of inverting
+    `sample_ddim`'s step. x0 is not clamped unless asked, so decoding inverts encoding.
+    """
+    levels = [-1] + timesteps.tolist()
+    x = x0
+    for i in range(len(levels) - 1):
+        x = ddim_transition(eps_fn, x, schedule, levels[i], levels[i + 1], levels[i + 1], clip_x0=clip_x0)
+        if callback is not None:
+            callback(i, x)
+    return x
+
+
+def eps_of(unet: torch.nn.Module, channels: int) -> EpsFn:
+    """The eps function of a plain DPM: its output with any learned-variance channels dropped."""
+    return lambda x, t: unet(x, t)[:, :channels]
+
+
+def sample_with_dpm(unet: torch.nn.Module, schedule: NoiseSchedule, num: int, steps: int, eta: float,
+                    seeds: Sequence[int], batch_size: int = 256) -> Tensor:
+    """Unconditional samples from a DPM, in batches, with a progress bar over images."""
+    from pdae.progress import progress_bar
+
+    cfg = unet.config
+    device = next(unet.parameters()).device
+    timesteps = schedule.timesteps(steps)
+    batches = []
+    with progress_bar("sampling", total=num, fields=()) as bar:
+        for start in range(0, num, batch_size):
+            noise = SeededNoise(list(seeds)[start : start + batch_size])
+            x_T = noise(torch.empty(len(noise.generators), cfg.in_channels, cfg.image_size, cfg.image_size,
+                                    device=device))
+            batches.append(sample_ddim(eps_of(unet, cfg.in_channels), x_T, schedule, timesteps, eta, noise=noise))
+            bar.update(x_T.shape[0])
+    return torch.cat(batches)

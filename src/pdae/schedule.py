@@ -1,0 +1,120 @@
+"""The discrete noise schedule: every per-timestep coefficient, computed once in float64.
+
+Notation (DESIGN.md §1): t = 0 .. T-1, alpha_t = 1 - beta_t, alpha_bar_t = prod_{s<=t} alpha_s,
+alpha_bar_{-1} = 1, SNR_t = alpha_bar_t / (1 - alpha_bar_t). Index -1 stands for the clean image
+wherever a timestep is accepted, so DDIM can end (and inversion start) at alpha_bar = 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from pdae.errors import PdaeError
+
+SCHEDULE_NAMES = ("linear", "cosine")
+
+
+def linear_betas(num_timesteps: int) -> Tensor:
+    """Ho et al. 2020 betas 1e-4 .. 0.02, rescaled so that any T keeps the same total noise."""
+    scale = 1000 / num_timesteps
+    return torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64)
+
+
+def cosine_betas(num_timesteps: int, offset: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    """Nichol & Dhariwal 2021, eq. 17: alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) * pi/2)."""
+    steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+    alpha_bar = torch.cos((steps + offset) / (1 + offset) * math.pi / 2) ** 2
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """Per-timestep coefficients of a discrete DPM; gathers them into a batch with `at`."""
+
+    name: str = "linear"
+    num_timesteps: int = 1000
+    betas: Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULE_NAMES:
+            raise PdaeError(f"unknown noise schedule {self.name!r}; choose one of {', '.join(SCHEDULE_NAMES)}")
+        if self.num_timesteps < 1:
+            raise PdaeError(f"the schedule needs at least one timestep, got {self.num_timesteps}")
+        make = linear_betas if self.name == "linear" else cosine_betas
+        object.__setattr__(self, "betas", make(self.num_timesteps))
+
+    @property
+    def alphas(self) -> Tensor:
+        return 1 - self.betas
+
+    @property
+    def alpha_bar(self) -> Tensor:
+        return torch.cumprod(self.alphas, 0)
+
+    @property
+    def alpha_bar_prev(self) -> Tensor:
+        """alpha_bar_{t-1}, with alpha_bar_{-1} = 1."""
+        return torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]])
+
+    @property
+    def snr(self) -> Tensor:
+        return self.alpha_bar / (1 - self.alpha_bar)
+
+    @property
+    def posterior_variance(self) -> Tensor:
+        """Sigma_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) of q(x_{t-1} | x_t, x_0)."""
+        return self.betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
+
+    @property
+    def shift_coef(self) -> Tensor:
+        """PDAE's c_t = -sqrt(alpha_t) (1 - alpha_bar_{t-1}) / sqrt(1 - alpha_bar_t): Sigma_t G in eps-space."""
+        return -self.alphas.sqrt() * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar).sqrt()
+
+    def loss_weight(self, gamma: float = 0.1) -> Tensor:
+        """PDAE's lambda_t = SNR_t^gamma / (1 + SNR_t), the weighting of its eq. 10."""
+        return self.snr**gamma / (1 + self.snr)
+
+    def alpha_bar_at(self, t: Tensor) -> Tensor:
+        """alpha_bar_t for integer t in [-1, T-1] (t = -1 is the clean image), as float64."""
+        padded = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar])
+        return padded[t.long().cpu() + 1].to(t.device)
+
+    def at(self, coef: Tensor, t: Tensor, like: Tensor) -> Tensor:
+        """Gather coef[t] and shape it to broadcast against `like` (batch first), in like's dtype."""
+        values = coef[t.long().cpu()].to(device=like.device, dtype=like.dtype)
+        return values.view(-1, *([1] * (like.dim() - 1)))
+
+    def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (DDPM eq. 4)."""
+        alpha_bar = self.at(self.alpha_bar, t, x0)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
+
+    def x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        alpha_bar = self.at(self.alpha_bar, t, x_t)
+        return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+
+    def eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        alpha_bar = self.at(self.alpha_bar, t, x_t)
+        return (x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+
+    def posterior_mean(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """mu_t(x_t, x_0) of q(x_{t-1} | x_t, x_0) (DDPM eq. 7)."""
+        coef_x0 = self.betas * self.alpha_bar_prev.sqrt() / (1 - self.alpha_bar)
+        coef_xt = (1 - self.alpha_bar_prev) * self.alphas.sqrt() / (1 - self.alpha_bar)
+        return self.at(coef_x0, t, x_t) * x0 + self.at(coef_xt, t, x_t) * x_t
+
+    def timesteps(self, num_steps: int) -> Tensor:
+        """Exactly `num_steps` distinct timesteps, ascending, the last one T-1 (respacing for DDIM).
+
+        A sampler walks them from T-1 down and then takes one more step to alpha_bar = 1.
+        """
+        if not 1 <= num_steps <= self.num_timesteps:
+            raise PdaeError(f"number of steps must be in 1..{self.num_timesteps}, got {num_steps}")
+        return torch.linspace(self.num_timesteps - 1, 0, num_steps, dtype=torch.float64).round().long().flip(0)
+
+    def to_config(self) -> dict:
+        return {"name": self.name, "num_timesteps": self.num_timesteps}

@@ -1,0 +1,226 @@
+"""The one training loop: every model pdae trains (base DPM, PDAE, latent DPM, classifiers) goes through it.
+
+Progress is counted in images, EMA is a half-life in images (EDM), so batch size and process count do
+not change what "train for N" means. Every random draw of a step (data order, augmentation, t, noise,
+dropout) is seeded from (seed, step, rank): a resumed run repeats an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from pdae.checkpoint import WEIGHTS_NAME, load_training_state, load_weights, save_training_state, save_weights
+from pdae.errors import PdaeError
+from pdae.progress import progress_bar
+
+TRAIN_STATE_NAME = "train_state.pt"
+CONFIG_NAME = "config.json"
+LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]  # (net, x0, labels) -> per-sample loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; batch_size is the global batch over all processes."""
+
+    total_images: int = 1_000_000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_images: int = 10_000
+    ema_halflife_images: int = 50_000
+    ema_rampup_ratio: float = 0.05
+    grad_clip: float = 1.0
+    bf16: bool = False
+    checkpoint_images: int = 100_000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistributedContext:
+    """Join the process group when started by torchrun (NCCL on GPUs, gloo on the CPU); else one process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return DistributedContext(rank, world_size, device)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+def batch_indices(num_items: int, batch_size: int, seed: int, step: int, ctx: DistributedContext) -> list[int]:
+    """This process's share of global batch `step` in an endless stream of seeded epoch permutations."""
+    start = step * batch_size
+    indices: list[int] = []
+    while len(indices) < batch_size:
+        epoch, offset = divmod(start + len(indices), num_items)
+        order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed + epoch))
+        indices += order[offset : offset + batch_size - len(indices)].tolist()
+    return indices[ctx.rank :: ctx.world_size]
+
+
+def fetch_batch(dataset: Dataset, indices: list[int], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Load items in this process, after the step's seed is set, so augmentation is reproducible."""
+    images, labels = zip(*(dataset[i] for i in indices))
+    return torch.stack(images).to(device), torch.as_tensor(labels).to(device)
+
+
+def ema_decay(batch_images: int, images_seen: int, cfg: TrainConfig) -> float:
+    """Per-step EMA decay from a half-life in images, ramped up early in training (EDM)."""
+    halflife = cfg.ema_halflife_images
+    if cfg.ema_rampup_ratio:
+        halflife = min(halflife, images_seen * cfg.ema_rampup_ratio)
+    return 0.5 ** (batch_images / max(halflife, 1e-8))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
+    for p_ema, p in zip(ema.parameters(), net.parameters()):
+        p_ema.lerp_(p.detach(), 1 - decay)
+    for b_ema, b in zip(ema.buffers(), net.buffers()):
+        b_ema.copy_(b)
+
+
+def learning_rate(images_seen: int, cfg: TrainConfig) -> float:
+    return cfg.lr * min(1.0, (images_seen + 1) / max(cfg.warmup_images, 1))
+
+
+def prepare_run_dir(run_dir: Path, run_config: dict, resume: bool) -> dict | None:
+    """Create the run folder; return the saved training state when resuming. Never overwrite a run."""
+    state_path = run_dir / TRAIN_STATE_NAME
+    if resume:
+        if not state_path.is_file():
+            raise PdaeError(f"nothing to resume: {state_path} does not exist")
+        return load_training_state(state_path)
+    if state_path.exists() or (run_dir / WEIGHTS_NAME).exists():
+        raise PdaeError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_NAME).write_text(json.dumps(run_config, indent=2))
+    return None
+
+
+def save_checkpoint(run_dir: Path, net: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer,
+                    step: int, model_config: dict) -> None:
+    """EMA weights for inference, then the raw weights and optimizer for --resume."""
+    save_weights(run_dir / WEIGHTS_NAME, ema.state_dict(), model_config)
+    state = {"step": step, "model": net.state_dict(), "optimizer": opt.state_dict()}
+    save_training_state(run_dir / TRAIN_STATE_NAME, state)
+
+
+def open_tensorboard(run_dir: Path):
+    """A SummaryWriter when tensorboard is installed, else None (it is optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, run_dir: Path,
+          model_config: dict, resume: bool = False, description: str = "training") -> nn.Module:
+    """Train `net` (only its parameters that require grad) until cfg.total_images; return the EMA copy.
+
+    `model_config` is stored with the weights so that they rebuild their model on their own.
+    """
+    ctx = init_distributed()
+    if cfg.batch_size % ctx.world_size:
+        raise PdaeError(f"batch size {cfg.batch_size} is not divisible by {ctx.world_size} processes")
+    run_dir = Path(run_dir)
+    run_config = {"model": model_config, "train": asdict(cfg)}
+    state = prepare_run_dir(run_dir, run_config, resume) if ctx.is_main else None
+    if ctx.world_size > 1:
+        dist.barrier()
+        state = load_training_state(run_dir / TRAIN_STATE_NAME) if resume else None
+
+    net.to(ctx.device)
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    step = 0
+    if state is not None:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        ema.load_state_dict(load_ema_weights(run_dir, ctx.device))
+        step = int(state["step"])
+    ddp_net = (nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device] if ctx.device.type == "cuda"
+               else None) if ctx.world_size > 1 else net)
+
+    total_steps = math.ceil(cfg.total_images / cfg.batch_size)
+    checkpoint_every = max(1, cfg.checkpoint_images // cfg.batch_size)
+    writer = open_tensorboard(run_dir) if ctx.is_main else None
+    net.train()
+    with progress_bar(description, total=total_steps * cfg.batch_size, completed=step * cfg.batch_size,
+                      enabled=ctx.is_main) as bar:
+        tick = time.perf_counter()
+        while step < total_steps:
+            # Seed every random draw of this step: data order, augmentation, t, noise, dropout.
+            torch.manual_seed(step_seed(cfg.seed, step, ctx.rank))
+            indices = batch_indices(len(dataset), cfg.batch_size, cfg.seed, step, ctx)
+            x0, labels = fetch_batch(dataset, indices, ctx.device)
+
+            # Accumulate gradients.
+            with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = loss_fn(ddp_net, x0, labels).float().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+
+            # Update weights.
+            images_seen = step * cfg.batch_size
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(images_seen, cfg)
+            grad_norm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+
+            # Update EMA.
+            update_ema(ema, net, ema_decay(cfg.batch_size, step * cfg.batch_size, cfg))
+
+            # Maintenance: progress, scalars, checkpoints.
+            now = time.perf_counter()
+            images_per_s = cfg.batch_size / max(now - tick, 1e-9)
+            tick = now
+            bar.update(cfg.batch_size, loss=loss.item(), images_per_s=images_per_s)
+            if writer is not None:
+                writer.add_scalar("train/loss", loss.item(), step * cfg.batch_size)
+                writer.add_scalar("train/grad_norm", float(grad_norm), step * cfg.batch_size)
+                writer.add_scalar("train/images_per_s", images_per_s, step * cfg.batch_size)
+            if ctx.is_main and (step % checkpoint_every == 0 or step == total_steps):
+                save_checkpoint(run_dir, net, ema, opt, step, model_config)
+    if writer is not None:
+        writer.close()
+    if ctx.world_size > 1:
+        dist.barrier()
+    return ema
+
+
+def load_ema_weights(run_dir: Path, device: torch.device) -> dict[str, Tensor]:
+    state, _ = load_weights(run_dir / WEIGHTS_NAME)
+    return {k: v.to(device) for k, v in state.items()}

@@ -1,0 +1,309 @@
+"""Tests for pdae.data: format detection, decoding, labels and error messages of every source kind."""
+
+import gzip
+import io
+import multiprocessing
+import pickle
+from pathlib import Path
+
+import lmdb
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from pdae.data import open_dataset, to_model_range, to_unit_range
+from pdae.errors import DataError
+
+MNIST = Path(__file__).resolve().parents[1] / "src" / "pdae" / "assets" / "mnist"
+
+
+def write_idx(path: Path, magic: int, array: np.ndarray, *, cut: int = 0) -> None:
+    """Write a gzipped big-endian IDX file, optionally dropping the last `cut` bytes."""
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw[:len(raw) - cut]))
+
+
+def make_idx_dir(root: Path, images: np.ndarray, labels: np.ndarray, split: str = "t10k") -> Path:
+    """A folder with one IDX split (`train` or `t10k`)."""
+    root.mkdir(exist_ok=True)
+    write_idx(root / f"{split}-images-idx3-ubyte.gz", 0x803, images)
+    write_idx(root / f"{split}-labels-idx1-ubyte.gz", 0x801, labels)
+    return root
+
+
+def save_image(path: Path, array: np.ndarray, fmt: str | None = None) -> None:
+    """Save a uint8 HxW or HxWx3 array as an image file, creating parent folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format=fmt)
+
+
+def encode(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    """Encode a uint8 array as image bytes, as the LMDB writers store them."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_unit_and_model_range_are_inverse():
+    x = torch.tensor([-1.0, 0.0, 1.0, 3.0])
+    assert torch.equal(to_unit_range(x), torch.tensor([0.0, 0.5, 1.0, 1.0]))
+    assert torch.equal(to_model_range(to_unit_range(x[:3])), x[:3])
+
+
+# ---------------------------------------------------------------- IDX
+
+
+def test_idx_round_trip_maps_pixels_exactly(tmp_path):
+    images = np.zeros((3, 4, 4), np.uint8)
+    images[0, 0, 0], images[1, 2, 3], images[2] = 255, 128, 7
+    root = make_idx_dir(tmp_path / "idx", images, np.array([3, 0, 9], np.uint8))
+    ds = open_dataset(root, image_size=4, channels=1, split="test")
+    assert len(ds) == 3 and ds.num_classes == 10
+    x, label = ds[0]
+    assert x.dtype == torch.float32 and x.shape == (1, 4, 4)
+    assert x[0, 0, 0].item() == 1.0 and x[0, 1, 1].item() == -1.0
+    assert ds[1][0][0, 2, 3].item() == pytest.approx(128 / 127.5 - 1, abs=1e-6)
+    assert [ds[i][1] for i in range(3)] == [3, 0, 9] and label == 3
+    assert "idx" in ds.describe() and "test" in ds.describe()
+
+
+def test_idx_bad_magic_names_the_file(tmp_path):
+    root = make_idx_dir(tmp_path / "idx", np.zeros((2, 3, 3), np.uint8), np.zeros(2, np.uint8))
+    write_idx(root / "t10k-labels-idx1-ubyte.gz", 0x803, np.zeros(2, np.uint8))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz.*magic"):
+        open_dataset(root, image_size=3, channels=1, split="test")
+
+
+def test_idx_truncated_names_the_file(tmp_path):
+    root = make_idx_dir(tmp_path / "idx", np.zeros((2, 3, 3), np.uint8), np.zeros(2, np.uint8))
+    write_idx(root / "t10k-images-idx3-ubyte.gz", 0x803, np.zeros((2, 3, 3), np.uint8), cut=4)
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz.*truncated"):
+        open_dataset(root, image_size=3, channels=1, split="test")
+
+
+def test_idx_plain_names_resize_and_rgb(tmp_path):
+    root = make_idx_dir(tmp_path / "idx", np.full((1, 4, 4), 255, np.uint8), np.ones(1, np.uint8), "train")
+    for gz in root.glob("*.gz"):
+        gz.with_suffix("").write_bytes(gzip.decompress(gz.read_bytes()))
+        gz.unlink()
+    x, label = open_dataset(root, image_size=8, channels=3)[0]
+    assert x.shape == (3, 8, 8) and torch.allclose(x, torch.ones_like(x)) and label == 1
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz does not exist"):
+        open_dataset(root, image_size=8, channels=3, split="test")
+
+
+def test_shipped_mnist_test_split():
+    ds = open_dataset(MNIST, image_size=28, channels=1, split="test", limit=5)
+    assert len(ds) == 5 and ds.num_classes == 10
+    items = [ds[i] for i in range(5)]
+    assert all(x.shape == (1, 28, 28) and 0 <= y <= 9 for x, y in items)
+    assert items[0][1] == 7  # the first MNIST test digit is a 7
+    assert items[0][0].min() == -1.0 and items[0][0].max() == 1.0
+    with pytest.raises(IndexError):
+        ds[5]
+
+
+# ---------------------------------------------------------------- folders
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Mixed sizes and formats in class sub-folders: cat/a.png (red), cat/deep/b.jpg, dog/c.bmp, d.webp."""
+    root = tmp_path / "images"
+    red = np.zeros((20, 40, 3), np.uint8)
+    red[..., 0] = 255
+    save_image(root / "cat" / "a.png", red)
+    save_image(root / "cat" / "deep" / "b.jpg", np.full((50, 30, 3), 90, np.uint8))
+    save_image(root / "dog" / "c.bmp", np.full((16, 16), 200, np.uint8))
+    save_image(root / "dog" / "d.webp", np.full((12, 64, 3), 10, np.uint8), "WEBP")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_folder_mixed_sizes_rgb(folder):
+    ds = open_dataset(folder, image_size=16, channels=3)
+    assert len(ds) == 4 and ds.num_classes == 0
+    items = [ds[i] for i in range(4)]
+    assert all(x.shape == (3, 16, 16) and x.dtype == torch.float32 and y == -1 for x, y in items)
+    red = items[0][0]  # cat/a.png comes first in sorted order
+    assert torch.allclose(red[0], torch.ones(16, 16)) and torch.allclose(red[1:], -torch.ones(2, 16, 16))
+    gray = items[2][0]  # dog/c.bmp, a gray image expanded to RGB
+    assert torch.allclose(gray, torch.full((3, 16, 16), 200 / 127.5 - 1))
+
+
+def test_folder_gray_conversion(folder):
+    x, _ = open_dataset(folder, image_size=8, channels=1)[0]
+    expected = round(0.299 * 255) / 127.5 - 1  # PIL's "L" conversion of pure red
+    assert x.shape == (1, 8, 8) and torch.allclose(x, torch.full_like(x, expected), atol=1 / 127.5)
+
+
+def test_folder_labels_from_folders(folder):
+    ds = open_dataset(folder, image_size=8, channels=3, labels="folders")
+    assert ds.num_classes == 2 and [ds[i][1] for i in range(4)] == [0, 0, 1, 1]
+
+
+def test_folder_labels_from_csv(folder, tmp_path):
+    names = tmp_path / "names.csv"
+    names.write_text("file,label\ncat/a.png,zebra\ncat/deep/b.jpg,ant\ndog/c.bmp,zebra\ndog/d.webp,moth\n")
+    ds = open_dataset(folder, image_size=8, channels=3, labels=names)
+    assert ds.num_classes == 3 and [ds[i][1] for i in range(4)] == [2, 0, 2, 1]
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("file,label\ncat/a.png,7\ncat/deep/b.jpg,2\ndog/c.bmp,2\ndog/d.webp,0\n")
+    ds = open_dataset(folder, image_size=8, channels=3, labels=str(numbers))
+    assert ds.num_classes == 8 and [ds[i][1] for i in range(4)] == [7, 2, 2, 0]
+
+
+def test_folder_csv_missing_row(folder, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\ncat/a.png,1\n")
+    with pytest.raises(DataError, match="3 images have no row"):
+        open_dataset(folder, image_size=8, channels=3, labels=labels)
+
+
+def test_folder_split_subfolders(tmp_path):
+    save_image(tmp_path / "train" / "a.png", np.zeros((8, 8), np.uint8))
+    save_image(tmp_path / "train" / "b.png", np.zeros((8, 8), np.uint8))
+    save_image(tmp_path / "test" / "c.png", np.zeros((8, 8), np.uint8))
+    assert len(open_dataset(tmp_path, image_size=8, channels=1)) == 2
+    ds = open_dataset(tmp_path, image_size=8, channels=1, split="test")
+    assert len(ds) == 1 and "split test" in ds.describe()
+
+
+def test_empty_folder_error(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "readme.txt").write_text("hi")
+    with pytest.raises(DataError, match=r"no images found in .*looked for \.png, \.jpg"):
+        open_dataset(tmp_path, image_size=8, channels=3)
+
+
+def test_corrupt_image_raises_naming_it(folder):
+    (folder / "dog" / "x.png").write_bytes(b"this is not a png at all")
+    ds = open_dataset(folder, image_size=8, channels=3)
+    assert len(ds) == 5
+    with pytest.raises(DataError, match="x.png"):
+        ds[4]
+
+
+def test_corrupt_image_skipped_with_warning(folder):
+    (folder / "dog" / "x.png").write_bytes(b"\x89PNG garbage")
+    with pytest.warns(UserWarning, match="x.png"):
+        ds = open_dataset(folder, image_size=8, channels=3, skip_bad=True)
+    assert len(ds) == 4 and all(ds[i][0].shape == (3, 8, 8) for i in range(4))
+
+
+# ---------------------------------------------------------------- LMDB
+
+
+def build_lmdb(path: Path, items: dict[bytes, bytes]) -> Path:
+    """Write key/value pairs into a fresh LMDB folder."""
+    with lmdb.open(str(path), map_size=1 << 22) as env, env.begin(write=True) as txn:
+        for key, value in items.items():
+            txn.put(key, value)
+    return path
+
+
+def test_lmdb_diffae_layout(tmp_path):
+    shades = [0, 100, 255]
+    items = {f"256-{str(i).zfill(5)}".encode(): encode(np.full((12, 12, 3), s, np.uint8))
+             for i, s in enumerate(shades)}
+    items[b"length"] = b"2"  # the database's own count wins over the number of keys
+    ds = open_dataset(build_lmdb(tmp_path / "ffhq.lmdb", items), image_size=6, channels=3)
+    assert len(ds) == 2 and ds.num_classes == 0 and "lmdb" in ds.describe()
+    x, label = ds[1]
+    assert x.shape == (3, 6, 6) and label == -1
+    assert torch.allclose(x, torch.full_like(x, 100 / 127.5 - 1))
+
+
+def test_lmdb_pdae_celeba_layout_picks_resolution(tmp_path):
+    items = {f"None-{str(i).zfill(7)}".encode(): encode(np.full((10, 14), 60 * i, np.uint8))
+             for i in range(3)}
+    ds = open_dataset(build_lmdb(tmp_path / "celeba.lmdb", items), image_size=10, channels=1)
+    assert len(ds) == 3  # no length key: counted
+    assert torch.allclose(ds[2][0], torch.full((1, 10, 10), 120 / 127.5 - 1))
+    multi = {f"{r}-{str(i).zfill(5)}".encode(): encode(np.full((r, r), r, np.uint8)) for r in (8, 16)
+             for i in range(2)}
+    multi[b"length"] = b"2"
+    x, _ = open_dataset(build_lmdb(tmp_path / "multi.lmdb", multi), image_size=12, channels=1)[0]
+    assert torch.allclose(x, torch.full((1, 12, 12), 16 / 127.5 - 1))  # read from the 16-px group
+
+
+def test_lmdb_bare_keys_and_missing_key(tmp_path):
+    items = {str(i).zfill(7).encode(): encode(np.full((4, 4, 3), 255, np.uint8), "WEBP") for i in range(2)}
+    items[b"length"] = b"3"
+    ds = open_dataset(build_lmdb(tmp_path / "gen.lmdb", items) / "data.mdb", image_size=4, channels=3)
+    assert len(ds) == 3 and ds[0][0].shape == (3, 4, 4)
+    with pytest.raises(DataError, match="0000002"):
+        ds[2]
+
+
+def test_lmdb_works_in_forked_and_spawned_workers(tmp_path):
+    items = {f"256-{i:05d}".encode(): encode(np.full((4, 4, 3), 50 * i, np.uint8)) for i in range(4)}
+    items[b"length"] = b"4"
+    ds = open_dataset(build_lmdb(tmp_path / "w.lmdb", items), image_size=4, channels=3)
+    first = ds[0][0]  # opens the environment in this process before workers start
+    assert torch.equal(pickle.loads(pickle.dumps(ds))[0][0], first)  # what spawned workers receive
+    if "fork" in multiprocessing.get_all_start_methods():
+        loader = DataLoader(ds, batch_size=2, num_workers=1, multiprocessing_context="fork")
+        batches = torch.cat([x for x, _ in loader])
+        assert torch.equal(batches, torch.stack([ds[i][0] for i in range(4)]))
+
+
+# ---------------------------------------------------------------- npz
+
+
+def test_npz_uint8_nhw_with_labels(tmp_path):
+    images = np.zeros((4, 6, 6), np.uint8)
+    images[1] = 255
+    np.savez(tmp_path / "d.npz", images=images, labels=np.array([0, 5, 2, 1]))
+    ds = open_dataset(tmp_path / "d.npz", image_size=6, channels=1)
+    assert len(ds) == 4 and ds.num_classes == 6 and [ds[i][1] for i in range(4)] == [0, 5, 2, 1]
+    assert torch.equal(ds[1][0], torch.ones(1, 6, 6)) and torch.equal(ds[0][0], -torch.ones(1, 6, 6))
+    x, _ = open_dataset(tmp_path / "d.npz", image_size=3, channels=3, limit=2)[1]
+    assert x.shape == (3, 3, 3) and torch.allclose(x, torch.ones_like(x))
+
+
+def test_npz_float_nchw_first_array_to_gray(tmp_path):
+    images = np.zeros((2, 3, 8, 8), np.float32)
+    images[:, 1] = 1.0  # pure green
+    np.savez(tmp_path / "f.npz", pixels=images)
+    ds = open_dataset(tmp_path / "f.npz", image_size=4, channels=1)
+    x, label = ds[0]
+    assert x.shape == (1, 4, 4) and label == -1 and ds.num_classes == 0
+    assert torch.allclose(x, torch.full_like(x, 2 * 0.587 - 1), atol=1e-6)
+
+
+def test_npz_nhwc_and_bad_range(tmp_path):
+    np.savez(tmp_path / "c.npz", images=np.full((2, 5, 5, 3), 255, np.uint8))
+    assert open_dataset(tmp_path / "c.npz", image_size=5, channels=3)[0][0].shape == (3, 5, 5)
+    np.savez(tmp_path / "bad.npz", images=np.full((2, 5, 5), 3.0))
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        open_dataset(tmp_path / "bad.npz", image_size=5, channels=1)
+
+
+# ---------------------------------------------------------------- common
+
+
+def test_hflip_flips_some_draws(tmp_path):
+    images = np.arange(16, dtype=np.uint8).reshape(1, 4, 4) * 16
+    np.savez(tmp_path / "h.npz", images=images)
+    plain = open_dataset(tmp_path / "h.npz", image_size=4, channels=1)[0][0]
+    flipping = open_dataset(tmp_path / "h.npz", image_size=4, channels=1, hflip=True)
+    torch.manual_seed(0)
+    draws = [flipping[0][0] for _ in range(8)]
+    assert any(torch.equal(d, torch.flip(plain, [-1])) for d in draws)
+    assert any(torch.equal(d, plain) for d in draws)
+    torch.manual_seed(0)
+    assert all(torch.equal(d, flipping[0][0]) for d in draws)  # same seed, same flips
+
+
+def test_nonexistent_and_unsupported_sources(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        open_dataset(tmp_path / "nope", image_size=8, channels=3)
+    (tmp_path / "data.csv").write_text("a,b\n")
+    with pytest.raises(DataError, match="accepted sources"):
+        open_dataset(tmp_path / "data.csv", image_size=8, channels=3)
+    with pytest.raises(DataError, match="only to image folders"):
+        open_dataset(MNIST, image_size=28, channels=1, labels="folders")
