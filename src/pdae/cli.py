@@ -138,12 +138,31 @@ def sample(
         console.print(f"wrote {save_npz(npz, samples=images)}")
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's pictures.")] = Path("runs/demo"),
+    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 50,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Tour on MNIST with the shipped pre-trained DPM: DDIM and DDPM samples, written as PNG grids."""
+    from pdae.dpm import load_dpm
+    from pdae.images import save_grid
+    from pdae.sampling import sample_with_dpm
+
+    set_threads(threads)
+    unet, schedule = load_dpm(SHIPPED_DPM)
+    console.print(f"shipped DPM: {SHIPPED_DPM}")
+    for name, eta in (("ddim", 0.0), ("ddpm", 1.0)):
+        images = sample_with_dpm(unet, schedule, 64, steps, eta=eta, seeds=range(64))
+        console.print(f"{name} samples ({steps} steps): {save_grid(images, out / f'samples_{name}.png')}")
+
+
 def main() -> None:
     """Entry point: user mistakes end with a one-line message and exit code 2, not a traceback."""
     try:
         app()
     except PdaeError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: a training run continues with --resume")

@@ -18,10 +18,10 @@ from pdae.errors import PdaeError
 SCHEDULE_NAMES = ("linear", "cosine")
 
 
-def linear_betas(num_timesteps: int) -> Tensor:
-    """Ho et al. 2020 betas 1e-4 .. 0.02, rescaled so that any T keeps the same total noise."""
+def linear_betas(num_timesteps: int, max_beta: float = 0.999) -> Tensor:
+    """Ho et al. 2020 betas 1e-4 .. 0.02 at T = 1000, scaled by 1000 / T for other T (guided-diffusion)."""
     scale = 1000 / num_timesteps
-    return torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64)
+    return torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64).clamp(max=max_beta)
 
 
 def cosine_betas(num_timesteps: int, offset: float = 0.008, max_beta: float = 0.999) -> Tensor:
