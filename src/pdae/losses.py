@@ -21,3 +21,18 @@ class EpsLoss:
         x_t = self.schedule.q_sample(x0, t, eps)
         eps_pred = net(x_t, t, labels if self.class_conditional else None)[:, : x0.shape[1]]
         return (eps_pred.float() - eps).square().mean(dim=(1, 2, 3))
+
+
+class PDAELoss:
+    """PDAE's weighted loss (DESIGN.md §1): lambda_t || eps - (eps_theta + c_t G(x_t, E(x0), t)) ||^2."""
+
+    def __init__(self, schedule: NoiseSchedule, gamma: float = 0.1):
+        self.schedule = schedule
+        self.weight = schedule.loss_weight(gamma)
+
+    def __call__(self, net: nn.Module, x0: Tensor, labels: Tensor) -> Tensor:
+        t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), device=x0.device)
+        eps = torch.randn_like(x0)
+        eps_theta, shift = net(self.schedule.q_sample(x0, t, eps), t, x0)
+        eps_hat = eps_theta.float() + self.schedule.at(self.schedule.shift_coef, t, eps) * shift.float()
+        return self.schedule.at(self.weight, t, eps).flatten() * (eps - eps_hat).square().mean(dim=(1, 2, 3))

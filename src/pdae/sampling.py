@@ -97,3 +97,14 @@ def sample_with_dpm(unet: torch.nn.Module, schedule: NoiseSchedule, num: int, st
             batches.append(sample_ddim(eps_of(unet, cfg.in_channels), x_T, schedule, timesteps, eta, noise=noise))
             bar.update(x_T.shape[0])
     return torch.cat(batches)
+
+
+def shifted_eps(model: torch.nn.Module, z: Tensor, scale: float = 1.0) -> EpsFn:
+    """PDAE's decoder as an eps function: eps_theta(x_t, t) - scale * k_t * G(x_t, z, t)."""
+    k = model.sampling_coef()
+
+    def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
+        eps, shift = model.eps_and_shift(x_t, t, z)
+        return eps - scale * model.schedule.at(k, t, eps) * shift
+
+    return eps_fn

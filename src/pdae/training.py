@@ -104,7 +104,8 @@ def ema_decay(batch_images: int, images_seen: int, cfg: TrainConfig) -> float:
 @torch.no_grad()
 def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
     for p_ema, p in zip(ema.parameters(), net.parameters()):
-        p_ema.lerp_(p.detach(), 1 - decay)
+        if p.requires_grad:  # frozen weights (PDAE's DPM) are equal in both copies already
+            p_ema.lerp_(p.detach(), 1 - decay)
     for b_ema, b in zip(ema.buffers(), net.buffers()):
         b_ema.copy_(b)
 

@@ -71,18 +71,18 @@ def zero_module(module: nn.Module) -> nn.Module:
 
 
 class TimestepBlock(nn.Module):
-    """A block whose forward also takes the time embedding."""
+    """A block whose forward also takes the time embedding (and, in PDAE's decoder, the code z)."""
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:  # pragma: no cover - interface
+    def forward(self, x: Tensor, emb: Tensor, z: Tensor | None = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
 class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
-    """nn.Sequential that passes the time embedding to the children that take it."""
+    """nn.Sequential that passes the time embedding and z to the children that take them."""
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, z: Tensor | None = None) -> Tensor:
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, TimestepBlock) else layer(x)
+            x = layer(x, emb, z) if isinstance(layer, TimestepBlock) else layer(x)
         return x
 
 
@@ -107,10 +107,15 @@ class Downsample(nn.Module):
 
 
 class ResBlock(TimestepBlock):
-    """Residual block; with scale-shift norm the time embedding modulates the second group norm."""
+    """Residual block; with scale-shift norm the time embedding modulates the second group norm.
+
+    With `latent_dim`, a code z then modulates it too (PDAE's gradient estimator): group norm, the time
+    scale/shift, then the z scale/shift from a linear projection of z.
+    """
 
     def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None,
-                 use_scale_shift_norm: bool = True, up: bool = False, down: bool = False):
+                 use_scale_shift_norm: bool = True, up: bool = False, down: bool = False,
+                 latent_dim: int | None = None):
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
@@ -127,8 +132,10 @@ class ResBlock(TimestepBlock):
             zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
         )
         self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+        if latent_dim is not None:
+            self.z_layers = nn.Linear(latent_dim, 2 * out_channels)
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, z: Tensor | None = None) -> Tensor:
         if self.updown:
             h = self.in_layers[:-1](x)
             h, x = self.h_upd(h), self.x_upd(x)
@@ -139,10 +146,13 @@ class ResBlock(TimestepBlock):
         norm, rest = self.out_layers[0], self.out_layers[1:]
         if self.use_scale_shift_norm:
             scale, shift = emb_out.chunk(2, dim=1)
-            h = rest(norm(h) * (1 + scale) + shift)
+            h = norm(h) * (1 + scale) + shift
         else:
-            h = rest(norm(h + emb_out))
-        return self.skip_connection(x) + h
+            h = norm(h + emb_out)
+        if hasattr(self, "z_layers"):
+            z_scale, z_shift = self.z_layers(z)[..., None, None].to(h.dtype).chunk(2, dim=1)
+            h = h * (1 + z_scale) + z_shift
+        return self.skip_connection(x) + rest(h)
 
 
 class AttentionBlock(nn.Module):
@@ -178,19 +188,25 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if cfg.num_classes is not None:
             self.label_emb = nn.Embedding(cfg.num_classes, emb_dim)
-        self.input_blocks, skip_channels, ch = self._build_encoder(cfg, emb_dim)
-        self.middle_block = self.build_middle(cfg, ch, emb_dim)
-        self.output_blocks = self.build_decoder(cfg, ch, emb_dim, skip_channels)
-        self.out = nn.Sequential(normalization(cfg.model_channels), nn.SiLU(),
-                                 zero_module(nn.Conv2d(cfg.model_channels, self.out_channels, 3, padding=1)))
+        self.input_blocks, self.skip_channels, self.bottleneck_channels = self._build_encoder(cfg, emb_dim)
+        self.middle_block = self.build_middle(cfg, self.bottleneck_channels, emb_dim)
+        self.output_blocks = self.build_decoder(cfg, self.bottleneck_channels, emb_dim, self.skip_channels)
+        self.out = self.build_out(cfg, self.out_channels)
+
+    @staticmethod
+    def build_out(cfg: UNetConfig, channels: int) -> nn.Sequential:
+        """Group norm, SiLU and a zero-initialised conv to the output channels."""
+        return nn.Sequential(normalization(cfg.model_channels), nn.SiLU(),
+                             zero_module(nn.Conv2d(cfg.model_channels, channels, 3, padding=1)))
 
     @property
     def out_channels(self) -> int:
         return self.config.out_channels * (2 if self.config.learn_sigma else 1)
 
     @staticmethod
-    def _resblock(cfg: UNetConfig, ch: int, emb_dim: int, out: int | None = None, **updown: bool) -> ResBlock:
-        return ResBlock(ch, emb_dim, cfg.dropout, out, cfg.use_scale_shift_norm, **updown)
+    def _resblock(cfg: UNetConfig, ch: int, emb_dim: int, out: int | None = None, latent_dim: int | None = None,
+                  **updown: bool) -> ResBlock:
+        return ResBlock(ch, emb_dim, cfg.dropout, out, cfg.use_scale_shift_norm, latent_dim=latent_dim, **updown)
 
     @staticmethod
     def _attention(cfg: UNetConfig, ch: int) -> AttentionBlock:
@@ -218,23 +234,26 @@ class UNet(nn.Module):
         return blocks, skip_channels, ch
 
     @classmethod
-    def build_middle(cls, cfg: UNetConfig, ch: int, emb_dim: int) -> TimestepEmbedSequential:
-        """The bottleneck: ResBlock, attention, ResBlock."""
-        return TimestepEmbedSequential(cls._resblock(cfg, ch, emb_dim), cls._attention(cfg, ch),
-                                       cls._resblock(cfg, ch, emb_dim))
+    def build_middle(cls, cfg: UNetConfig, ch: int, emb_dim: int, latent_dim: int | None = None
+                     ) -> TimestepEmbedSequential:
+        """The bottleneck: ResBlock, attention, ResBlock (z-modulated when latent_dim is given)."""
+        return TimestepEmbedSequential(cls._resblock(cfg, ch, emb_dim, latent_dim=latent_dim),
+                                       cls._attention(cfg, ch), cls._resblock(cfg, ch, emb_dim, latent_dim=latent_dim))
 
     @classmethod
-    def build_decoder(cls, cfg: UNetConfig, ch: int, emb_dim: int, skip_channels: list[int]) -> nn.ModuleList:
+    def build_decoder(cls, cfg: UNetConfig, ch: int, emb_dim: int, skip_channels: list[int],
+                      latent_dim: int | None = None) -> nn.ModuleList:
         """Output blocks, each concatenating one skip activation, in guided-diffusion's order."""
         skips, blocks, ds = list(skip_channels), nn.ModuleList(), 2 ** (len(cfg.channel_mult) - 1)
         for level, mult in list(enumerate(cfg.channel_mult))[::-1]:
             for i in range(cfg.num_res_blocks + 1):
-                layers: list[nn.Module] = [cls._resblock(cfg, ch + skips.pop(), emb_dim, cfg.model_channels * mult)]
+                layers: list[nn.Module] = [cls._resblock(cfg, ch + skips.pop(), emb_dim, cfg.model_channels * mult,
+                                                         latent_dim)]
                 ch = cfg.model_channels * mult
                 if ds in cfg.attention_resolutions:
                     layers.append(cls._attention(cfg, ch))
                 if level and i == cfg.num_res_blocks:
-                    layers.append(cls._resblock(cfg, ch, emb_dim, ch, up=True) if cfg.resblock_updown
+                    layers.append(cls._resblock(cfg, ch, emb_dim, ch, latent_dim, up=True) if cfg.resblock_updown
                                   else Upsample(ch, cfg.conv_resample))
                     ds //= 2
                 blocks.append(TimestepEmbedSequential(*layers))
