@@ -67,7 +67,7 @@ def main() -> None:
     train_s = time.perf_counter() - start
 
     test_accuracy = accuracy(ema.eval().cpu(), test_set)
-    metrics = {"test_accuracy": test_accuracy, "test_images": len(test_set), "train_images": cfg.total_images,
+    metrics = {"test_accuracy": test_accuracy, "test_images": len(test_set), "train_images": -(-cfg.total_images // cfg.batch_size) * cfg.batch_size,
                "train_seconds": round(train_s, 1), "weights": str(args.out / WEIGHTS_NAME)}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"test accuracy: {100 * test_accuracy:.2f} % on {len(test_set)} images")

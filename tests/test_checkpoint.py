@@ -240,6 +240,10 @@ def test_resolve_weights_path(tmp_path):
     assert resolve_weights_path(other) == other
     with pytest.raises(CheckpointError, match="no checkpoint"):
         resolve_weights_path(tmp_path / "missing.safetensors")
+    odd = tmp_path / "odd"
+    (odd / WEIGHTS_NAME).mkdir(parents=True)  # a folder where the weights file should be
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        resolve_weights_path(odd)
 
 
 # ---------------------------------------------------------------- load_dpm

@@ -60,7 +60,8 @@ def test_cross_entropy_rejects_unlabelled_images():
         CrossEntropyLoss()(SmallClassifier(1, 2, 8), torch.randn(2, 1, 8, 8), torch.tensor([0, -1]))
 
 
-def test_training_through_shared_loop_lowers_the_loss(tmp_path):
+def test_training_through_shared_loop_lowers_the_loss(tmp_path, monkeypatch):
+    monkeypatch.setattr("pdae.training.open_tensorboard", lambda run_dir: None)  # its import alone takes ~2 s
     dataset = open_dataset(tiny_npz(tmp_path / "tiny.npz"), image_size=8, channels=1)
     images, labels = torch.stack([dataset[i][0] for i in range(len(dataset))]), torch.tensor(dataset.source.labels)
     config = classifier_config(1, 2, 8, widths=(8, 16))

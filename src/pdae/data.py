@@ -18,7 +18,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import lmdb
 import numpy as np
@@ -594,3 +594,10 @@ def _check_npz_labels(labels: np.ndarray, count: int, path: Path) -> np.ndarray:
     if count and labels.min() < 0:
         raise DataError(f"{path}: labels must be >= 0, found {labels.min()}")
     return labels
+
+
+def iterate_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) batches in dataset order, for encoding and evaluation."""
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        yield torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items])

@@ -8,10 +8,12 @@ conv. The output conv starts at zero, so at step 0 PDAE is exactly the DPM.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from pdae.checkpoint import load_state_strict, load_weights, resolve_weights_path
 from pdae.dpm import build_dpm, dpm_config
 from pdae.errors import PdaeError
 from pdae.nn.encoder import Encoder, EncoderConfig
@@ -109,3 +111,12 @@ def build_pdae(config: dict) -> PDAE:
         raise PdaeError(f"expected a PDAE checkpoint, found kind {config.get('kind')!r}")
     dpm, schedule = build_dpm(config["dpm"])
     return PDAE(dpm, schedule, PDAEConfig(**config["pdae"]))
+
+
+def load_pdae(path: str | Path) -> PDAE:
+    """Load a PDAE run folder or its .safetensors file (the frozen DPM travels inside it), in eval mode."""
+    weights_path = resolve_weights_path(Path(path))
+    state, config = load_weights(weights_path)
+    model = build_pdae(config)
+    load_state_strict(model, state, str(weights_path))
+    return model.eval()

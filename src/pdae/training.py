@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from pdae.checkpoint import WEIGHTS_NAME, load_training_state, load_weights, save_training_state, save_weights
+from pdae.checkpoint import WEIGHTS_NAME, load_training_state, save_training_state, save_weights
 from pdae.errors import PdaeError
 from pdae.progress import progress_bar
 
@@ -73,7 +73,8 @@ def init_distributed() -> DistributedContext:
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+    """An independent seed per (run seed, step, rank); rank -1 seeds the shared data order."""
+    return int(np.random.SeedSequence([seed, step, rank + 1]).generate_state(1)[0])
 
 
 def batch_indices(num_items: int, batch_size: int, seed: int, step: int, ctx: DistributedContext) -> list[int]:
@@ -82,7 +83,7 @@ def batch_indices(num_items: int, batch_size: int, seed: int, step: int, ctx: Di
     indices: list[int] = []
     while len(indices) < batch_size:
         epoch, offset = divmod(start + len(indices), num_items)
-        order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed + epoch))
+        order = torch.randperm(num_items, generator=torch.Generator().manual_seed(step_seed(seed, epoch, -1)))
         indices += order[offset : offset + batch_size - len(indices)].tolist()
     return indices[ctx.rank :: ctx.world_size]
 
@@ -128,11 +129,31 @@ def prepare_run_dir(run_dir: Path, run_config: dict, resume: bool) -> dict | Non
     return None
 
 
+def prepare_run_everywhere(run_dir: Path, run_config: dict, resume: bool, ctx: DistributedContext) -> dict | None:
+    """prepare_run_dir on rank 0; under DDP its error reaches every rank, and every rank reads the state."""
+    state, error = None, None
+    if ctx.is_main:
+        try:
+            state = prepare_run_dir(run_dir, run_config, resume)
+        except PdaeError as caught:
+            error = str(caught)
+    if ctx.world_size > 1:
+        message = [error]
+        dist.broadcast_object_list(message, src=0)
+        error = message[0]
+    if error is not None:
+        raise PdaeError(error)
+    if not ctx.is_main and resume:
+        state = load_training_state(run_dir / TRAIN_STATE_NAME)
+    return state
+
+
 def save_checkpoint(run_dir: Path, net: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer,
-                    step: int, model_config: dict) -> None:
-    """EMA weights for inference, then the raw weights and optimizer for --resume."""
+                    step: int, batch_size: int, model_config: dict) -> None:
+    """EMA weights for inference; everything --resume needs, EMA included, in one file written at once."""
     save_weights(run_dir / WEIGHTS_NAME, ema.state_dict(), model_config)
-    state = {"step": step, "model": net.state_dict(), "optimizer": opt.state_dict()}
+    state = {"step": step, "batch_size": batch_size, "model": net.state_dict(), "ema": ema.state_dict(),
+             "optimizer": opt.state_dict()}
     save_training_state(run_dir / TRAIN_STATE_NAME, state)
 
 
@@ -155,11 +176,10 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, r
     if cfg.batch_size % ctx.world_size:
         raise PdaeError(f"batch size {cfg.batch_size} is not divisible by {ctx.world_size} processes")
     run_dir = Path(run_dir)
-    run_config = {"model": model_config, "train": asdict(cfg)}
-    state = prepare_run_dir(run_dir, run_config, resume) if ctx.is_main else None
-    if ctx.world_size > 1:
-        dist.barrier()
-        state = load_training_state(run_dir / TRAIN_STATE_NAME) if resume else None
+    state = prepare_run_everywhere(run_dir, {"model": model_config, "train": asdict(cfg)}, resume, ctx)
+    if state is not None and int(state["batch_size"]) != cfg.batch_size:
+        raise PdaeError(f"{run_dir} was trained with batch size {state['batch_size']}; resume it with that batch "
+                        f"size, not {cfg.batch_size}")
 
     net.to(ctx.device)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
@@ -169,7 +189,7 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, r
     if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        ema.load_state_dict(load_ema_weights(run_dir, ctx.device))
+        ema.load_state_dict(state["ema"])
         step = int(state["step"])
     ddp_net = (nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device] if ctx.device.type == "cuda"
                else None) if ctx.world_size > 1 else net)
@@ -214,14 +234,9 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, r
                 writer.add_scalar("train/grad_norm", float(grad_norm), step * cfg.batch_size)
                 writer.add_scalar("train/images_per_s", images_per_s, step * cfg.batch_size)
             if ctx.is_main and (step % checkpoint_every == 0 or step == total_steps):
-                save_checkpoint(run_dir, net, ema, opt, step, model_config)
+                save_checkpoint(run_dir, net, ema, opt, step, cfg.batch_size, model_config)
     if writer is not None:
         writer.close()
     if ctx.world_size > 1:
         dist.barrier()
     return ema
-
-
-def load_ema_weights(run_dir: Path, device: torch.device) -> dict[str, Tensor]:
-    state, _ = load_weights(run_dir / WEIGHTS_NAME)
-    return {k: v.to(device) for k, v in state.items()}

@@ -1,0 +1,1 @@
+"""Sub-commands of the `pdae` command line, grouped by what they work on."""

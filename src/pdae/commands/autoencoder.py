@@ -1,0 +1,296 @@
+"""Commands on a PDAE run: train it, encode, reconstruct, the two diagnostics, the numbers, the demo."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+
+from pdae.commands import options as o
+from pdae.commands.dpm import saved_model_config
+
+Sampler = Annotated[str, typer.Option(help="Decoding: ddim (eta 0) or ddpm (ancestral, eta 1).")]
+InversionSteps = Annotated[int, typer.Option(help="DDIM steps of the inversion that infers x_T.")]
+DecodingSteps = Annotated[int, typer.Option(help="Steps of the decoding.")]
+
+
+def open_images(images: Path, model, split: str, limit: int | None, skip_bad: bool = False):
+    """A dataset at the model's resolution and channel count."""
+    from pdae.data import open_dataset
+
+    cfg = model.dpm.config
+    return open_dataset(images, image_size=cfg.image_size, channels=cfg.in_channels, split=split, limit=limit,
+                        skip_bad=skip_bad)
+
+
+def step_counts(inversion_steps: int, decoding_steps: int, sampler: str):
+    from pdae.autoencode import StepCounts
+
+    o.choice(sampler, ("ddim", "ddpm"), "sampler")
+    return StepCounts(inversion_steps, decoding_steps, eta=1.0 if sampler == "ddpm" else 0.0)
+
+
+def fit(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, config and logs.")],
+    dpm: Annotated[Path, typer.Option(help="Pre-trained DPM (run folder or .safetensors); default: the shipped "
+                                      "MNIST DPM.")] = o.SHIPPED_DPM,
+    data: o.Data = o.SHIPPED_MNIST,
+    split: o.Split = "train",
+    limit: o.Limit = None,
+    latent_dim: Annotated[int, typer.Option(help="Size of the semantic code z.")] = 64,
+    encoder_channels: Annotated[int, typer.Option(help="Width of the encoder's first stage.")] = 32,
+    gamma: Annotated[float, typer.Option(help="Loss weight lambda_t = SNR^gamma / (1 + SNR).")] = 0.1,
+    init_from_dpm: Annotated[bool, typer.Option("--init-from-dpm", help="Start G's decoder from the DPM's own "
+                                                "decoder weights instead of randomly.")] = False,
+    sampling_coef: Annotated[str, typer.Option(help="Shift coefficient when decoding: trained (-c_t, as in the "
+                                               "loss) or reference (sqrt(1 - abar_t)).")] = "trained",
+    images: o.TotalImages = "200k",
+    batch_size: o.TrainBatch = 64,
+    lr: o.LearningRate = 1e-4,
+    ema_halflife: o.EmaHalflife = "20k",
+    checkpoint_every: o.CheckpointEvery = "50k",
+    bf16: o.Bf16 = True,
+    hflip: o.Hflip = False,
+    seed: o.Seed = 0,
+    resume: o.Resume = False,
+    skip_bad: o.SkipBad = False,
+    threads: o.Threads = None,
+) -> None:
+    """Train PDAE's encoder and gradient estimator on a frozen pre-trained DPM."""
+    from pdae.data import open_dataset
+    from pdae.dpm import load_dpm
+    from pdae.losses import PDAELoss
+    from pdae.model import PDAE, PDAEConfig, build_pdae
+    from pdae.training import train
+
+    o.set_threads(threads)
+    if resume:
+        model = build_pdae(saved_model_config(out))
+    else:
+        unet, schedule = load_dpm(dpm)
+        model = PDAE(unet, schedule, PDAEConfig(latent_dim, encoder_channels, gamma, init_from_dpm, sampling_coef))
+    unet_cfg = model.dpm.config
+    dataset = open_dataset(data, image_size=unet_cfg.image_size, channels=unet_cfg.in_channels, split=split,
+                           limit=limit, hflip=hflip, skip_bad=skip_bad)
+    o.console.print(f"data: {dataset.describe()}")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    o.console.print(f"PDAE: {trainable / 1e6:.2f}M trainable parameters, z of size {model.cfg.latent_dim}")
+    cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed)
+    train(model, PDAELoss(model.schedule, model.cfg.gamma), dataset, cfg, out, model.to_config(), resume=resume,
+          description="fit")
+    o.console.print(f"[green]done:[/] {out / 'ema.safetensors'}")
+
+
+def encode(
+    run: o.Run = o.SHIPPED_PDAE,
+    images: o.Images = o.SHIPPED_MNIST,
+    out: o.Out = Path("latents.npz"),
+    split: o.Split = "test",
+    limit: o.Limit = None,
+    x_T: Annotated[bool, typer.Option("--x-T", help="Also infer the stochastic code x_T (slower).")] = False,
+    steps: InversionSteps = 100,
+    batch_size: o.BatchSize = 256,
+    skip_bad: o.SkipBad = False,
+    threads: o.Threads = None,
+) -> None:
+    """Write the semantic code z of every image (and, with --x-T, its inferred x_T) to an .npz file."""
+    import numpy as np
+
+    from pdae.autoencode import infer_x_T
+    from pdae.checkpoint import atomic_write
+    from pdae.data import iterate_batches
+    from pdae.model import load_pdae
+    from pdae.progress import progress_bar
+
+    o.set_threads(threads)
+    model = load_pdae(run)
+    dataset = open_images(images, model, split, limit, skip_bad)
+    arrays: dict[str, list] = {"z": [], "labels": [], **({"x_T": []} if x_T else {})}
+    with torch.no_grad(), progress_bar("encoding", total=len(dataset), fields=()) as bar:
+        for x0, labels in iterate_batches(dataset, batch_size):
+            z = model.encode(x0)
+            arrays["z"].append(z)
+            arrays["labels"].append(labels)
+            if x_T:
+                arrays["x_T"].append(infer_x_T(model, x0, z, steps))
+            bar.update(len(x0))
+    result = {k: torch.cat(v).numpy() for k, v in arrays.items()}
+    atomic_write(out, lambda tmp: np.savez(open(tmp, "wb"), **result))
+    o.console.print(f"wrote {out}: z {result['z'].shape}" + (f", x_T {result['x_T'].shape}" if x_T else ""))
+
+
+def reconstruct(
+    run: o.Run = o.SHIPPED_PDAE,
+    images: o.Images = o.SHIPPED_MNIST,
+    out: o.Out = Path("reconstructions.png"),
+    split: o.Split = "test",
+    limit: Annotated[int, typer.Option(help="Number of images (the first N).")] = 16,
+    inversion_steps: InversionSteps = 100,
+    decoding_steps: DecodingSteps = 100,
+    sampler: Sampler = "ddim",
+    npz: Annotated[Optional[Path], typer.Option(help="Also write inputs and both reconstructions as (N, C, H, W) "
+                                                "arrays in [0, 1].")] = None,
+    seed: o.Seed = 0,
+    skip_bad: o.SkipBad = False,
+    threads: o.Threads = None,
+) -> None:
+    """Grid of rows: inputs, decodings from a random x_T, decodings from the inferred x_T."""
+    from pdae.autoencode import reconstruct as run_reconstruct
+    from pdae.data import iterate_batches
+    from pdae.images import save_grid, save_npz
+    from pdae.model import load_pdae
+
+    o.set_threads(threads)
+    model = load_pdae(run)
+    x0, _ = next(iterate_batches(open_images(images, model, split, limit, skip_bad), limit))
+    outputs = run_reconstruct(model, x0, step_counts(inversion_steps, decoding_steps, sampler),
+                              seeds=range(seed, seed + len(x0)))
+    save_grid(torch.cat([x0, outputs["random_xT"], outputs["inferred_xT"]]), out, ncols=len(x0))
+    o.console.print(f"wrote {out} (rows: input, random x_T, inferred x_T; inversion {inversion_steps} steps, "
+                    f"{sampler} decoding {decoding_steps} steps)")
+    if npz is not None:
+        o.console.print(f"wrote {save_npz(npz, inputs=x0, **outputs)}")
+
+
+def gap(
+    run: o.Run = o.SHIPPED_PDAE,
+    images: o.Images = o.SHIPPED_MNIST,
+    out: o.Out = Path("gap.png"),
+    split: o.Split = "test",
+    limit: Annotated[int, typer.Option(help="Held-out images to average over.")] = 256,
+    num_t: Annotated[int, typer.Option(help="Number of evenly spaced t to evaluate.")] = 50,
+    seed: o.Seed = 0,
+    threads: o.Threads = None,
+) -> None:
+    """Plot the posterior-mean gap per t, DPM alone vs with PDAE's shift; write the numbers as JSON beside it."""
+    from pdae.data import iterate_batches
+    from pdae.evaluation import gap_report, plot_gap
+    from pdae.model import load_pdae
+
+    o.set_threads(threads)
+    model = load_pdae(run)
+    x0, _ = next(iterate_batches(open_images(images, model, split, limit), limit))
+    report = gap_report(model, x0, num_t, seed)
+    plot_gap(report, out)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    o.console.print(f"wrote {out} and {out.with_suffix('.json')}: PDAE fills {100 * report['share_filled']:.1f}% "
+                    "of the DPM's posterior-mean gap")
+
+
+def denoise_one_step(
+    run: o.Run = o.SHIPPED_PDAE,
+    images: o.Images = o.SHIPPED_MNIST,
+    out: o.Out = Path("one_step.png"),
+    split: o.Split = "test",
+    limit: Annotated[int, typer.Option(help="Number of images (columns).")] = 8,
+    t: Annotated[str, typer.Option(help="Comma-separated timesteps.")] = "100,300,500,700,900",
+    seed: o.Seed = 0,
+    threads: o.Threads = None,
+) -> None:
+    """One-step x0 predictions at several t: per t, rows of x_t, the DPM's prediction, PDAE's prediction."""
+    from pdae.data import iterate_batches
+    from pdae.diagnostics import one_step_denoise
+    from pdae.images import save_grid
+    from pdae.model import load_pdae
+
+    o.set_threads(threads)
+    model = load_pdae(run)
+    try:
+        timesteps = [int(v) for v in t.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"--t must be comma-separated integers, got {t!r}") from None
+    if not all(0 <= v < model.schedule.num_timesteps for v in timesteps):
+        raise typer.BadParameter(f"every t must be in 0..{model.schedule.num_timesteps - 1}")
+    x0, _ = next(iterate_batches(open_images(images, model, split, limit), limit))
+    rows = one_step_denoise(model, x0, timesteps, torch.Generator().manual_seed(seed))
+    save_grid(torch.cat([x0, *rows]), out, ncols=len(x0))
+    o.console.print(f"wrote {out} (rows: input, then per t in {timesteps}: x_t, DPM x0, PDAE x0)")
+
+
+def evaluate(
+    run: o.Run = o.SHIPPED_PDAE,
+    images: o.Images = o.SHIPPED_MNIST,
+    out: o.Out = Path("eval.json"),
+    limit: Annotated[int, typer.Option(help="Held-out test images for reconstruction.")] = 1000,
+    inversion_steps: InversionSteps = 100,
+    decoding_steps: DecodingSteps = 100,
+    probe_train: Annotated[int, typer.Option(help="Train-split images the linear probe is fit on.")] = 10000,
+    gap_images: Annotated[int, typer.Option(help="Held-out images for the posterior-mean gap.")] = 256,
+    seed: o.Seed = 0,
+    threads: o.Threads = None,
+) -> None:
+    """The paper's numbers on held-out images: reconstruction table, gap filled, linear probe, throughput."""
+    from rich.table import Table
+
+    from pdae.data import iterate_batches
+    from pdae.evaluation import gap_report, probe_accuracy, reconstruction_metrics, training_throughput
+    from pdae.model import load_pdae
+
+    o.set_threads(threads)
+    model = load_pdae(run)
+    test_set = open_images(images, model, "test", limit)
+    steps = step_counts(inversion_steps, decoding_steps, "ddim")
+    started = time.perf_counter()
+    report = {"run": str(run), "latent_dim": model.cfg.latent_dim, "sampling_coef": model.cfg.sampling_coef,
+              "num_test_images": len(test_set), "inversion_steps": inversion_steps, "decoding_steps": decoding_steps,
+              **reconstruction_metrics(model, test_set, steps, seed=seed)}
+    x_gap, _ = next(iterate_batches(open_images(images, model, "test", gap_images), gap_images))
+    report["gap"] = {k: v for k, v in gap_report(model, x_gap, seed=seed).items() if not isinstance(v, list)}
+    report["linear_probe_accuracy"] = probe_accuracy(model, open_images(images, model, "train", probe_train),
+                                                     open_images(images, model, "test", None))
+    report["probe_train_images"] = probe_train
+    x_batch, _ = next(iterate_batches(test_set, 64))
+    report["train_images_per_s"] = {"fp32": training_throughput(model, x_batch, bf16=False),
+                                    "bf16": training_throughput(model, x_batch, bf16=True)}
+    report["seconds"] = time.perf_counter() - started
+    out.write_text(json.dumps(report, indent=2))
+
+    table = Table(title=f"PDAE on {len(test_set)} held-out images (inversion {inversion_steps} / decoding "
+                  f"{decoding_steps} DDIM steps)")
+    for column in ("latent", "x_T", "SSIM", "MSE"):
+        table.add_column(column)
+    for name in ("random_xT", "inferred_xT"):
+        table.add_row(str(model.cfg.latent_dim), name.split("_")[0], f"{report[name + '_ssim']:.4f}",
+                      f"{report[name + '_mse']:.5f}")
+    o.console.print(table)
+    o.console.print(f"gap filled: {100 * report['gap']['share_filled']:.1f}%  linear probe: "
+                    f"{100 * report['linear_probe_accuracy']:.2f}%  training: "
+                    f"{report['train_images_per_s']['bf16']:.0f} img/s bf16  -> {out}")
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for the demo.")] = Path("runs/demo"),
+    images: Annotated[str, typer.Option("--images", help="PDAE training images (the default fits in about "
+                                        "10 minutes on 2 CPU cores).")] = "40k",
+    threads: o.Threads = None,
+) -> None:
+    """On MNIST with the shipped DPM: train PDAE, then write reconstructions, the gap plot and one-step denoising."""
+    from pdae.errors import PdaeError
+
+    if (out / "ema.safetensors").exists():
+        raise PdaeError(f"{out} already holds a demo run; remove it or pass another --out")
+    fit(out=out, images=images, checkpoint_every=images, threads=threads)
+    reconstruct(run=out, out=out / "reconstructions.png", inversion_steps=50, decoding_steps=50, threads=threads)
+    gap(run=out, out=out / "gap.png", limit=128, num_t=25, threads=threads)
+    denoise_one_step(run=out, out=out / "one_step.png", threads=threads)
+    evaluate_quick(out)
+
+
+def evaluate_quick(run: Path, num_images: int = 100) -> None:
+    """The demo's held-out reconstruction MSE and SSIM (inferred x_T, 50/50 steps) on the first test images."""
+    from pdae.autoencode import StepCounts
+    from pdae.evaluation import reconstruction_metrics
+    from pdae.model import load_pdae
+
+    model = load_pdae(run)
+    metrics = reconstruction_metrics(model, open_images(o.SHIPPED_MNIST, model, "test", num_images),
+                                     StepCounts(50, 50))
+    (run / "demo_metrics.json").write_text(json.dumps(metrics, indent=2))
+    o.console.print(f"[green]demo done[/]: pictures in {run}/ (reconstructions.png, gap.png, one_step.png)")
+    o.console.print(f"held-out reconstruction on {num_images} MNIST test images, inferred x_T: "
+                    f"MSE {metrics['inferred_xT_mse']:.5f}, SSIM {metrics['inferred_xT_ssim']:.4f}; random x_T: "
+                    f"MSE {metrics['random_xT_mse']:.5f}, SSIM {metrics['random_xT_ssim']:.4f}")

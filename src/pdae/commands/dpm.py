@@ -1,0 +1,93 @@
+"""Commands on the diffusion model itself: train one, sample from one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pdae.commands import options as o
+from pdae.errors import PdaeError
+
+
+def saved_model_config(run_dir: Path) -> dict:
+    """The model config of an existing run, which --resume rebuilds the model from."""
+    from pdae.training import CONFIG_NAME
+
+    path = run_dir / CONFIG_NAME
+    if not path.is_file():
+        raise PdaeError(f"nothing to resume: {path} does not exist")
+    return json.loads(path.read_text())["model"]
+
+
+def pretrain(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, config and logs.")],
+    data: o.Data = o.SHIPPED_MNIST,
+    split: o.Split = "train",
+    limit: o.Limit = None,
+    image_size: Annotated[int, typer.Option(help="Model resolution; images are resized and center-cropped.")] = 28,
+    channels: Annotated[int, typer.Option(help="1 for grayscale, 3 for RGB.")] = 1,
+    preset: Annotated[str, typer.Option(help="UNet size: tiny, small or base.")] = "small",
+    schedule: Annotated[str, typer.Option(help="Noise schedule: linear or cosine.")] = "linear",
+    timesteps: Annotated[int, typer.Option(help="Number of diffusion steps T.")] = 1000,
+    images: o.TotalImages = "1M",
+    batch_size: o.TrainBatch = 64,
+    lr: o.LearningRate = 2e-4,
+    ema_halflife: o.EmaHalflife = "50k",
+    checkpoint_every: o.CheckpointEvery = "100k",
+    bf16: o.Bf16 = True,
+    hflip: o.Hflip = False,
+    seed: o.Seed = 0,
+    resume: o.Resume = False,
+    skip_bad: o.SkipBad = False,
+    threads: o.Threads = None,
+) -> None:
+    """Train an unconditional eps-prediction diffusion model (the DPM that PDAE builds on)."""
+    from pdae.data import open_dataset
+    from pdae.dpm import PRESETS, build_dpm, dpm_config
+    from pdae.losses import EpsLoss
+    from pdae.schedule import NoiseSchedule
+    from pdae.training import train
+
+    o.set_threads(threads)
+    o.choice(preset, list(PRESETS), "preset")
+    model_config = (saved_model_config(out) if resume
+                    else dpm_config(PRESETS[preset](image_size, channels), NoiseSchedule(schedule, timesteps)))
+    unet, noise_schedule = build_dpm(model_config)
+    dataset = open_dataset(data, image_size=unet.config.image_size, channels=unet.config.in_channels, split=split,
+                           limit=limit, hflip=hflip, skip_bad=skip_bad)
+    o.console.print(f"data: {dataset.describe()}")
+    o.console.print(f"model: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, {noise_schedule}")
+    cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed)
+    train(unet, EpsLoss(noise_schedule), dataset, cfg, out, model_config, resume=resume, description="pretrain")
+    o.console.print(f"[green]done:[/] EMA weights in {out / 'ema.safetensors'}")
+
+
+def sample(
+    dpm: Annotated[Path, typer.Option(help="DPM run folder or .safetensors file. Default: the shipped MNIST DPM.")]
+    = o.SHIPPED_DPM,
+    out: o.Out = Path("samples.png"),
+    num: Annotated[int, typer.Option("--num", "-n", help="Number of samples.")] = 64,
+    steps: Annotated[int, typer.Option(help="Sampling steps (respaced from the DPM's T).")] = 100,
+    sampler: Annotated[str, typer.Option(help="ddim (deterministic, eta 0) or ddpm (ancestral, eta 1).")] = "ddim",
+    seed: o.Seed = 0,
+    batch_size: o.BatchSize = 256,
+    npz: Annotated[Optional[Path], typer.Option(help="Also write the samples as an (N, C, H, W) array "
+                                                "in [0, 1] under the key 'samples'.")] = None,
+    threads: o.Threads = None,
+) -> None:
+    """Draw samples from a DPM and write them as a PNG grid (and optionally an .npz array)."""
+    from pdae.dpm import load_dpm
+    from pdae.images import save_grid, save_npz
+    from pdae.sampling import sample_with_dpm
+
+    o.set_threads(threads)
+    o.choice(sampler, ("ddim", "ddpm"), "sampler")
+    unet, schedule = load_dpm(dpm)
+    images = sample_with_dpm(unet, schedule, num, steps, eta=1.0 if sampler == "ddpm" else 0.0,
+                             seeds=range(seed, seed + num), batch_size=batch_size)
+    o.console.print(f"wrote {save_grid(images, out)}")
+    if npz is not None:
+        o.console.print(f"wrote {save_npz(npz, samples=images)}")
