@@ -1,5 +1,6 @@
 """The command line end to end on tiny models: help texts, pretrain -> sample, resume, user errors."""
 
+import json
 import subprocess
 import sys
 
@@ -7,10 +8,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pdae.cli import app, parse_count
+from pdae.cli import app
+from pdae.commands.options import parse_count
 
 runner = CliRunner()
-COMMANDS = ["pretrain", "sample", "demo"]
+COMMANDS = ["demo", "pretrain", "sample", "fit", "encode", "reconstruct", "gap", "denoise-one-step", "eval"]
 
 
 @pytest.fixture
@@ -69,3 +71,70 @@ def test_user_errors_give_a_message_and_exit_code_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r" / "ema.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_pdae_run(tmp_path_factory):
+    """A tiny DPM on 8x8 digits-like data, and a PDAE fitted on it for a few steps by `pdae fit`."""
+    root = tmp_path_factory.mktemp("pdae")
+    rng = np.random.default_rng(1)
+    data = root / "data.npz"
+    np.savez(data, images=rng.integers(0, 256, (24, 8, 8), dtype=np.uint8), labels=np.arange(24) % 3)
+    result = runner.invoke(app, ["pretrain", "--out", str(root / "dpm"), "--data", str(data), "--image-size", "8",
+                                 "--preset", "tiny", "--images", "16", "--batch-size", "8", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["fit", "--dpm", str(root / "dpm"), "--out", str(root / "pdae"), "--data", str(data),
+                                 "--latent-dim", "8", "--images", "16", "--batch-size", "8", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    return root / "pdae", data
+
+
+def test_encode_writes_z_labels_and_x_T(tiny_pdae_run, tmp_path):
+    run, data = tiny_pdae_run
+    out = tmp_path / "z.npz"
+    result = runner.invoke(app, ["encode", str(run), str(data), "-o", str(out), "--limit", "5", "--x-T",
+                                 "--steps", "3"])
+    assert result.exit_code == 0, result.output
+    arrays = np.load(out)
+    assert arrays["z"].shape == (5, 8) and arrays["x_T"].shape == (5, 1, 8, 8)
+    assert arrays["labels"].tolist() == [0, 1, 2, 0, 1]
+
+
+def test_reconstruct_gap_and_one_step_write_their_pictures(tiny_pdae_run, tmp_path):
+    run, data = tiny_pdae_run
+    result = runner.invoke(app, ["reconstruct", str(run), str(data), "-o", str(tmp_path / "r.png"), "--limit", "3",
+                                 "--inversion-steps", "4", "--decoding-steps", "4", "--npz", str(tmp_path / "r.npz"),
+                                 "--sampler", "ddpm"])
+    assert result.exit_code == 0, result.output
+    arrays = np.load(tmp_path / "r.npz")
+    assert set(arrays) == {"inputs", "random_xT", "inferred_xT"}
+    assert all(a.shape == (3, 1, 8, 8) and 0 <= a.min() and a.max() <= 1 for a in arrays.values())
+
+    result = runner.invoke(app, ["gap", str(run), str(data), "-o", str(tmp_path / "gap.png"), "--limit", "4",
+                                 "--num-t", "5"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "gap.json").read_text())
+    assert len(report["t"]) == len(report["gap_dpm"]) == len(report["gap_pdae"]) == 5
+    assert report["share_filled"] == pytest.approx(1 - report["integral_pdae"] / report["integral_dpm"])
+    assert (tmp_path / "gap.png").stat().st_size > 0
+
+    result = runner.invoke(app, ["denoise-one-step", str(run), str(data), "-o", str(tmp_path / "one.png"),
+                                 "--limit", "2", "--t", "10,500"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "one.png").is_file()
+    result = runner.invoke(app, ["denoise-one-step", str(run), str(data), "--t", "5000"])
+    assert result.exit_code != 0 and "every t must be" in result.output
+
+
+def test_eval_reports_the_paper_table(tiny_pdae_run, tmp_path):
+    run, data = tiny_pdae_run
+    out = tmp_path / "eval.json"
+    result = runner.invoke(app, ["eval", str(run), str(data), "-o", str(out), "--limit", "4",
+                                 "--inversion-steps", "2", "--decoding-steps", "2", "--probe-train", "24",
+                                 "--gap-images", "4"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    for key in ("random_xT_mse", "random_xT_ssim", "inferred_xT_mse", "inferred_xT_ssim", "linear_probe_accuracy"):
+        assert np.isfinite(report[key])
+    assert report["latent_dim"] == 8 and report["inversion_steps"] == 2
+    assert 0 <= report["linear_probe_accuracy"] <= 1 and report["train_images_per_s"]["bf16"] > 0
