@@ -113,10 +113,15 @@ def build_pdae(config: dict) -> PDAE:
     return PDAE(dpm, schedule, PDAEConfig(**config["pdae"]))
 
 
-def load_pdae(path: str | Path) -> PDAE:
-    """Load a PDAE run folder or its .safetensors file (the frozen DPM travels inside it), in eval mode."""
+def load_pdae(path: str | Path, sampling_coef: str | None = None) -> PDAE:
+    """Load a PDAE run folder or its .safetensors file (the frozen DPM travels inside it), in eval mode.
+
+    `sampling_coef` overrides the decoding coefficient the run was saved with.
+    """
     weights_path = resolve_weights_path(Path(path))
     state, config = load_weights(weights_path)
+    if sampling_coef is not None:
+        config = {**config, "pdae": {**config["pdae"], "sampling_coef": sampling_coef}}
     model = build_pdae(config)
     load_state_strict(model, state, str(weights_path))
     return model.eval()

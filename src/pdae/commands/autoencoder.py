@@ -16,6 +16,11 @@ from pdae.commands.dpm import saved_model_config
 Sampler = Annotated[str, typer.Option(help="Decoding: ddim (eta 0) or ddpm (ancestral, eta 1).")]
 InversionSteps = Annotated[int, typer.Option(help="DDIM steps of the inversion that infers x_T.")]
 DecodingSteps = Annotated[int, typer.Option(help="Steps of the decoding.")]
+ClipInversion = Annotated[bool, typer.Option("--clip-inversion", help="Clamp the predicted x0 to [-1, 1] during "
+                                             "inversion too (as the reference code does; decoding then no longer "
+                                             "inverts encoding exactly).")]
+SamplingCoef = Annotated[Optional[str], typer.Option(help="Override the run's decoding coefficient: trained "
+                                                     "(-c_t) or reference (sqrt(1 - abar_t)).")]
 
 
 def open_images(images: Path, model, split: str, limit: int | None, skip_bad: bool = False):
@@ -27,11 +32,11 @@ def open_images(images: Path, model, split: str, limit: int | None, skip_bad: bo
                         skip_bad=skip_bad)
 
 
-def step_counts(inversion_steps: int, decoding_steps: int, sampler: str):
+def step_counts(inversion_steps: int, decoding_steps: int, sampler: str, clip_inversion: bool = False):
     from pdae.autoencode import StepCounts
 
     o.choice(sampler, ("ddim", "ddpm"), "sampler")
-    return StepCounts(inversion_steps, decoding_steps, eta=1.0 if sampler == "ddpm" else 0.0)
+    return StepCounts(inversion_steps, decoding_steps, 1.0 if sampler == "ddpm" else 0.0, clip_inversion)
 
 
 def fit(
@@ -95,6 +100,7 @@ def encode(
     steps: InversionSteps = 100,
     batch_size: o.BatchSize = 256,
     skip_bad: o.SkipBad = False,
+    sampling_coef: SamplingCoef = None,
     threads: o.Threads = None,
 ) -> None:
     """Write the semantic code z of every image (and, with --x-T, its inferred x_T) to an .npz file."""
@@ -107,7 +113,7 @@ def encode(
     from pdae.progress import progress_bar
 
     o.set_threads(threads)
-    model = load_pdae(run)
+    model = load_pdae(run, sampling_coef)
     dataset = open_images(images, model, split, limit, skip_bad)
     arrays: dict[str, list] = {"z": [], "labels": [], **({"x_T": []} if x_T else {})}
     with torch.no_grad(), progress_bar("encoding", total=len(dataset), fields=()) as bar:
@@ -132,10 +138,12 @@ def reconstruct(
     inversion_steps: InversionSteps = 100,
     decoding_steps: DecodingSteps = 100,
     sampler: Sampler = "ddim",
+    clip_inversion: ClipInversion = False,
     npz: Annotated[Optional[Path], typer.Option(help="Also write inputs and both reconstructions as (N, C, H, W) "
                                                 "arrays in [0, 1].")] = None,
     seed: o.Seed = 0,
     skip_bad: o.SkipBad = False,
+    sampling_coef: SamplingCoef = None,
     threads: o.Threads = None,
 ) -> None:
     """Grid of rows: inputs, decodings from a random x_T, decodings from the inferred x_T."""
@@ -145,9 +153,9 @@ def reconstruct(
     from pdae.model import load_pdae
 
     o.set_threads(threads)
-    model = load_pdae(run)
+    model = load_pdae(run, sampling_coef)
     x0, _ = next(iterate_batches(open_images(images, model, split, limit, skip_bad), limit))
-    outputs = run_reconstruct(model, x0, step_counts(inversion_steps, decoding_steps, sampler),
+    outputs = run_reconstruct(model, x0, step_counts(inversion_steps, decoding_steps, sampler, clip_inversion),
                               seeds=range(seed, seed + len(x0)))
     save_grid(torch.cat([x0, outputs["random_xT"], outputs["inferred_xT"]]), out, ncols=len(x0))
     o.console.print(f"wrote {out} (rows: input, random x_T, inferred x_T; inversion {inversion_steps} steps, "
@@ -221,6 +229,7 @@ def evaluate(
     probe_train: Annotated[int, typer.Option(help="Train-split images the linear probe is fit on.")] = 10000,
     gap_images: Annotated[int, typer.Option(help="Held-out images for the posterior-mean gap.")] = 256,
     seed: o.Seed = 0,
+    sampling_coef: SamplingCoef = None,
     threads: o.Threads = None,
 ) -> None:
     """The paper's numbers on held-out images: reconstruction table, gap filled, linear probe, throughput."""
@@ -231,7 +240,7 @@ def evaluate(
     from pdae.model import load_pdae
 
     o.set_threads(threads)
-    model = load_pdae(run)
+    model = load_pdae(run, sampling_coef)
     test_set = open_images(images, model, "test", limit)
     steps = step_counts(inversion_steps, decoding_steps, "ddim")
     started = time.perf_counter()
@@ -266,6 +275,8 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for the demo.")] = Path("runs/demo"),
     images: Annotated[str, typer.Option("--images", help="PDAE training images (the default fits in about "
                                         "10 minutes on 2 CPU cores).")] = "40k",
+    eval_images: Annotated[int, typer.Option(help="Held-out test images the printed MSE and SSIM average over.")]
+    = 100,
     threads: o.Threads = None,
 ) -> None:
     """On MNIST with the shipped DPM: train PDAE, then write reconstructions, the gap plot and one-step denoising."""
@@ -277,7 +288,7 @@ def demo(
     reconstruct(run=out, out=out / "reconstructions.png", inversion_steps=50, decoding_steps=50, threads=threads)
     gap(run=out, out=out / "gap.png", limit=128, num_t=25, threads=threads)
     denoise_one_step(run=out, out=out / "one_step.png", threads=threads)
-    evaluate_quick(out)
+    evaluate_quick(out, eval_images)
 
 
 def evaluate_quick(run: Path, num_images: int = 100) -> None:
