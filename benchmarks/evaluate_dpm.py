@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+
 from rich.table import Table
 
 from pdae.checkpoint import resolve_weights_path
+from pdae.commands.options import SHIPPED_DPM, SHIPPED_MNIST
 from pdae.classifier import load_classifier, predict_proba
-from pdae.cli import SHIPPED_DPM, SHIPPED_MNIST
 from pdae.data import open_dataset
 from pdae.dpm import load_dpm
 from pdae.errors import PdaeError
@@ -133,7 +134,7 @@ def main() -> None:
     save_grid(samples[:GRID_IMAGES], grid_path)
 
     result = {
-        "dpm": str(dpm_path), "classifier": str(classifier_path),
+        "dpm": str(dpm_path.resolve()), "classifier": str(classifier_path.resolve()),
         "eps_mse": {str(t): v for t, v in mse.items()}, "eps_images": len(images), "eps_seed": args.seed,
         "samples": {"num": args.num_samples, "sampler": "ddim", "eta": 0.0, "steps": args.steps,
                     "seeds": f"0..{args.num_samples - 1}", **judge_samples(classifier, samples)},

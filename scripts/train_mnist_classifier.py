@@ -17,9 +17,10 @@ import torch
 from rich.console import Console
 
 from pdae.checkpoint import WEIGHTS_NAME
+from pdae.commands.options import SHIPPED_MNIST, parse_count
 from pdae.classifier import CrossEntropyLoss, accuracy, build_classifier, classifier_config
-from pdae.cli import SHIPPED_MNIST, parse_count
 from pdae.data import open_dataset
+from pdae.errors import PdaeError
 from pdae.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +28,10 @@ console = Console(stderr=True)
 
 
 def count(text: str) -> int:
-    """An image count like 120000, 120k or 1e5, for argparse."""
+    """An image count like 120000, 120k, 1.2M or 1e5, for argparse."""
     try:
         return parse_count(text)
-    except Exception as error:  # typer.BadParameter
+    except Exception as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
@@ -74,4 +75,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PdaeError as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise SystemExit(2) from None

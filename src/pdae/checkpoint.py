@@ -28,9 +28,9 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o644)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private, and some writers recreate the file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
