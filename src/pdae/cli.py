@@ -15,7 +15,8 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 for command in (autoencoder.demo, dpm.pretrain, dpm.sample, autoencoder.fit, autoencoder.encode,
-                autoencoder.reconstruct, autoencoder.gap, autoencoder.denoise_one_step, autoencoder.evaluate):
+                autoencoder.reconstruct, autoencoder.gap, autoencoder.denoise_one_step, autoencoder.evaluate,
+                dpm.inspect_dpm):
     app.command(name=command.__name__.replace("_", "-").replace("evaluate", "eval"))(command)
 
 

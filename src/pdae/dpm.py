@@ -29,10 +29,18 @@ def build_dpm(config: dict) -> tuple[UNet, NoiseSchedule]:
     return UNet(UNetConfig.from_dict(config["unet"])), NoiseSchedule(**config["schedule"])
 
 
-def load_dpm(path: str | Path) -> tuple[UNet, NoiseSchedule]:
-    """Load a pdae DPM (a run folder or its .safetensors file), in eval mode."""
+def load_dpm(path: str | Path, config: str | Path | None = None) -> tuple[UNet, NoiseSchedule]:
+    """Load a DPM in eval mode: pdae's own (a run folder or its .safetensors file), else a foreign
+    checkpoint recognised by pdae.foreign; `config` names its model YAML when that is not beside the file."""
+    from pdae.foreign import is_pdae_checkpoint, load_foreign_dpm  # lazy: pdae.foreign imports this module
+
+    if not is_pdae_checkpoint(path):
+        loaded = load_foreign_dpm(path, config)
+        return loaded.unet, loaded.schedule
+    if config is not None:
+        raise CheckpointError(f"{path} is a pdae checkpoint and carries its own config: drop the config file")
     weights_path = resolve_weights_path(Path(path))
-    state, config = load_weights(weights_path)
-    unet, schedule = build_dpm(config)
+    state, saved_config = load_weights(weights_path)
+    unet, schedule = build_dpm(saved_config)
     load_state_strict(unet, state, str(weights_path))
     return unet.eval(), schedule

@@ -55,7 +55,7 @@ def fit(
                                                "loss) or reference (sqrt(1 - abar_t)).")] = "trained",
     images: o.TotalImages = "200k",
     batch_size: o.TrainBatch = 64,
-    lr: o.LearningRate = 1e-4,
+    lr: o.LearningRate = 2e-4,
     ema_halflife: o.EmaHalflife = "20k",
     checkpoint_every: o.CheckpointEvery = "50k",
     bf16: o.Bf16 = True,

@@ -1,4 +1,4 @@
-"""Commands on the diffusion model itself: train one, sample from one."""
+"""Commands on the diffusion model itself: train one, sample from one, inspect one."""
 
 from __future__ import annotations
 
@@ -91,3 +91,18 @@ def sample(
     o.console.print(f"wrote {save_grid(images, out)}")
     if npz is not None:
         o.console.print(f"wrote {save_npz(npz, samples=images)}")
+
+
+def inspect_dpm(
+    path: Annotated[Path, typer.Argument(help="The DPM: a pdae run folder or .safetensors file, an OpenAI "
+                                         "guided-diffusion .pt state dict, a Diff-AE .ckpt, or a "
+                                         "reference-PDAE folder with config.yml and checkpoint.pt.")],
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="Model config YAML of a guided-diffusion .pt (its flags) or a Diff-AE .ckpt; "
+        "default: <stem>.yaml or config.yaml next to the file.")] = None,
+) -> None:
+    """Say what a DPM checkpoint is, as pdae loads it: family, resolution, schedule, parameter count."""
+    from pdae.foreign import describe_dpm, open_dpm
+
+    for key, value in describe_dpm(open_dpm(path, config)).items():
+        typer.echo(f"{key + ':':<19} {value}")
