@@ -1,14 +1,19 @@
-"""A pre-trained diffusion model as pdae stores it: an ADM UNet plus its noise schedule."""
+"""A pre-trained diffusion model as pdae stores it: an ADM UNet plus its noise schedule; and `load_dpm`,
+which also reads the foreign families of pdae.foreign."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pdae.checkpoint import load_state_strict, load_weights, resolve_weights_path
 from pdae.errors import CheckpointError
 from pdae.nn.unet import UNet, UNetConfig
 from pdae.schedule import NoiseSchedule
+
+if TYPE_CHECKING:
+    from pdae.backbones import Backbone
 
 # Named UNet sizes; `pdae pretrain --preset` offers exactly these keys.
 PRESETS: dict[str, Callable[[int, int], UNetConfig]] = {
@@ -29,9 +34,10 @@ def build_dpm(config: dict) -> tuple[UNet, NoiseSchedule]:
     return UNet(UNetConfig.from_dict(config["unet"])), NoiseSchedule(**config["schedule"])
 
 
-def load_dpm(path: str | Path, config: str | Path | None = None) -> tuple[UNet, NoiseSchedule]:
+def load_dpm(path: str | Path, config: str | Path | None = None) -> tuple[Backbone, NoiseSchedule]:
     """Load a DPM in eval mode: pdae's own (a run folder or its .safetensors file), else a foreign
-    checkpoint recognised by pdae.foreign; `config` names its model YAML when that is not beside the file."""
+    checkpoint recognised by pdae.foreign; `config` names its model YAML when that is not beside the file.
+    The backbone is pdae's UNet, or for a diffusers folder a DiffusersBackbone."""
     from pdae.foreign import is_pdae_checkpoint, load_foreign_dpm  # lazy: pdae.foreign imports this module
 
     if not is_pdae_checkpoint(path):

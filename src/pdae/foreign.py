@@ -1,4 +1,4 @@
-"""Pre-trained DPMs from other code bases, read safely into pdae's ADM UNet (DESIGN.md §2, §3 backbone).
+"""Pre-trained DPMs from other code bases, read safely into a pdae backbone (DESIGN.md §2, §3 backbone).
 
 Accepted forms, recognised by content (a .pt/.ckpt suffix is not required):
 - pdae's own run folder or .safetensors file (pdae.dpm);
@@ -9,7 +9,10 @@ Accepted forms, recognised by content (a .pt/.ckpt suffix is not required):
 - a Diff-AE DDIM baseline (github phizaz/diffae, BeatGANsUNetModel): a Lightning checkpoint whose
   `state_dict` (or a bare state dict) holds the EMA weights under `ema_model.`, with a YAML of its config;
 - an OpenAI guided-/improved-diffusion state dict (`input_blocks.0.0.weight`), with a YAML of the flags of
-  guided_diffusion/script_util.py.
+  guided_diffusion/script_util.py;
+- a diffusers UNet2DModel folder (config.json naming its `_class_name`) or pipeline folder (model_index.json),
+  with its scheduler_config.json: pdae.backbones.diffusers_unet, the only family not loaded into pdae's UNet.
+A Hugging Face hub id is refused: pdae works offline and downloads nothing.
 The YAML of a Diff-AE or OpenAI file is `--config`, else `<stem>.yaml`/`<stem>.yml` beside the file, else
 `config.yaml`/`config.yml` in its folder. Files are read with `torch.load(weights_only=True)` only (plus the
 harmless builtins frozenset, slice and range); a file that needs other pickled code is refused.
@@ -17,8 +20,10 @@ harmless builtins frozenset, slice and range); a file that needs other pickled c
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +31,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from pdae.backbones import DIFFUSERS
 from pdae.checkpoint import WEIGHTS_NAME, load_state_strict
 from pdae.dpm import load_dpm
 from pdae.errors import CheckpointError
@@ -35,8 +41,10 @@ from pdae.schedule import SCHEDULE_NAMES, NoiseSchedule
 PDAE, GUIDED, DIFFAE, REFERENCE = "pdae", "guided-diffusion", "diff-ae", "reference-pdae"
 ACCEPTED = ("pdae reads a pdae run folder or .safetensors file; an OpenAI guided-/improved-diffusion state "
             "dict (.pt) with a YAML of its flags; a Diff-AE Lightning checkpoint (.ckpt, weights under "
-            "ema_model.) with a YAML of its config; or a reference-PDAE folder with config.yml and "
-            "checkpoint.pt")
+            "ema_model.) with a YAML of its config; a reference-PDAE folder with config.yml and "
+            "checkpoint.pt; or a diffusers UNet2DModel folder with its scheduler_config.json")
+MODEL_CONFIG, PIPELINE_INDEX = "config.json", "model_index.json"  # diffusers' folder layout
+HUB_ID = re.compile(r"[\w][\w.-]*/[\w.-]+")  # owner/name
 
 # Builtins that torch's weights-only unpickler can rebuild once allowed (it cannot rebuild defaultdict or
 # deque) and that extra entries of a Lightning checkpoint may hold; building them runs no code from the file.
@@ -85,10 +93,11 @@ REFERENCE_DIFFUSION = dict(timesteps=1000, betas_type="linear", linear_beta_star
 
 @dataclass(frozen=True)
 class LoadedDPM:
-    """A DPM in eval mode, with the family of checkpoints it came from."""
+    """A DPM in eval mode, with the family of checkpoints it came from; `unet` is a backbone (pdae.backbones):
+    pdae's UNet, or for diffusers a DiffusersBackbone."""
 
     family: str
-    unet: UNet
+    unet: nn.Module
     schedule: NoiseSchedule
 
 
@@ -217,6 +226,17 @@ def read_yaml(path: Path) -> dict:
     return values
 
 
+def read_json(path: Path) -> dict:
+    """A JSON object (a diffusers config)."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read {path}: {error}") from error
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path} is not a JSON object")
+    return values
+
+
 def find_yaml(path: Path, config: Path | None) -> Path | None:
     """--config, else <stem>.yaml/.yml beside the checkpoint, else config.yaml/.yml in its folder."""
     if config is not None:
@@ -257,10 +277,12 @@ def open_dpm(path: str | Path, config: str | Path | None = None) -> LoadedDPM:
 def load_foreign_dpm(path: str | Path, config: str | Path | None = None) -> LoadedDPM:
     """Recognise a foreign checkpoint by its content and load it strictly; `config` overrides the YAML."""
     path, config = Path(path), None if config is None else Path(config)
+    if is_diffusers_folder(path):
+        return _load_diffusers(path, config)
     if path.is_dir():
         return _load_reference_folder(path, config)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; {ACCEPTED}")
+        raise CheckpointError(f"no checkpoint at {path}{_hub_hint(path)}; {ACCEPTED}")
     data = read_torch_file(path)
     if isinstance(data, dict):
         for recognises, load in ((_is_reference, _load_reference), (_is_diffae, _load_diffae),
@@ -270,17 +292,25 @@ def load_foreign_dpm(path: str | Path, config: str | Path | None = None) -> Load
     raise CheckpointError(f"{path} is not a DPM checkpoint pdae recognises; {ACCEPTED}")
 
 
+def _hub_hint(path: Path) -> str:
+    """For a missing path that reads like owner/name: say that hub ids are not available offline."""
+    if not HUB_ID.fullmatch(str(path)):
+        return ""
+    return (f" (if {path} is a Hugging Face hub id: it is not available offline, pdae downloads nothing; "
+            f"fetch the folder first, e.g. `huggingface-cli download {path} --local-dir DIR`, and pass DIR)")
+
+
 def assemble(family: str, arch: Architecture, state: object, source: str) -> LoadedDPM:
     """Build our UNet and load every weight into it, or fail listing the missing/extra/mis-shaped ones."""
     unet = UNet(arch.unet)
-    state = _float_tensors(state, source)
+    state = float_tensors(state, source)
     if arch.new_attention_order:
         state = legacy_qkv_layout(unet, state)
     load_state_strict(unet, state, source)
     return LoadedDPM(family, unet.eval(), arch.schedule)
 
 
-def _float_tensors(state: object, source: str) -> dict[str, Tensor]:
+def float_tensors(state: object, source: str) -> dict[str, Tensor]:
     """The state dict with float32 weights (checkpoints may hold fp16); anything but tensors is an error."""
     if not isinstance(state, dict):
         raise CheckpointError(f"{source} is not a state dict")
@@ -548,11 +578,35 @@ def reference_schedule(config: dict, source: str) -> NoiseSchedule:
     return schedule
 
 
+# ---------------------------------------------------------------- (e) diffusers
+
+
+def is_diffusers_folder(path: Path) -> bool:
+    """A diffusers pipeline folder, or a model folder whose config.json names its class."""
+    if (path / PIPELINE_INDEX).is_file():
+        return True
+    try:
+        return (path / MODEL_CONFIG).is_file() and "_class_name" in read_json(path / MODEL_CONFIG)
+    except CheckpointError:
+        return False
+
+
+def _load_diffusers(path: Path, config: Path | None) -> LoadedDPM:
+    from pdae.backbones.diffusers_unet import load_diffusers_dpm  # lazy: diffusers is slow to import
+
+    if config is not None:
+        raise CheckpointError(f"{path} is a diffusers folder and carries its own config: drop --config")
+    backbone = load_diffusers_dpm(path)
+    return LoadedDPM(DIFFUSERS, backbone, backbone.schedule)
+
+
 # ---------------------------------------------------------------- inspection
 
 
 def describe_dpm(loaded: LoadedDPM) -> dict[str, str]:
-    """What `pdae inspect-dpm` prints; every family pdae loads predicts eps (others are refused)."""
+    """What `pdae inspect-dpm` prints; pdae's UNet families predict eps (others are refused)."""
+    if not isinstance(loaded.unet, UNet):
+        return loaded.unet.describe()
     cfg, count = loaded.unet.config, sum(p.numel() for p in loaded.unet.parameters())
     return {
         "family": loaded.family,

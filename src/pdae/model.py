@@ -1,8 +1,8 @@
 """The PDAE model: a frozen pre-trained DPM, a trainable encoder E and a trainable shift decoder G.
 
-G reuses the DPM's time embedding and encoder half (input blocks), which run once per step and feed
-both the frozen decoder (eps_theta) and G's own z-modulated middle block, output blocks and output
-conv. The output conv starts at zero, so at step 0 PDAE is exactly the DPM.
+The DPM is a backbone (pdae.backbones): G reuses its time embedding and encoder half, which run once per
+step and feed both the frozen decoder half (eps_theta) and G's own z-modulated twin of that half, made
+by the backbone. G's output conv starts at zero, so at step 0 PDAE is exactly the DPM.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from pdae.backbones import Backbone, build_backbone
 from pdae.checkpoint import load_state_strict, load_weights, resolve_weights_path
-from pdae.dpm import build_dpm, dpm_config
 from pdae.errors import PdaeError
 from pdae.nn.encoder import Encoder, EncoderConfig
-from pdae.nn.unet import UNet
+from pdae.sampling import EpsFn
 from pdae.schedule import NoiseSchedule
 
 SAMPLING_COEFS = ("trained", "reference")
@@ -38,42 +38,16 @@ class PDAEConfig:
             raise PdaeError(f"sampling coefficient must be one of {SAMPLING_COEFS}, got {self.sampling_coef!r}")
 
 
-class ShiftDecoder(nn.Module):
-    """G's trainable half: middle block, output blocks and zero-initialised output conv, all z-modulated."""
-
-    def __init__(self, dpm: UNet, latent_dim: int):
-        super().__init__()
-        cfg, emb_dim = dpm.config, dpm.config.model_channels * 4
-        self.middle_block = UNet.build_middle(cfg, dpm.bottleneck_channels, emb_dim, latent_dim)
-        self.output_blocks = UNet.build_decoder(cfg, dpm.bottleneck_channels, emb_dim, dpm.skip_channels, latent_dim)
-        self.out = UNet.build_out(cfg, cfg.out_channels)
-
-    def forward(self, h: Tensor, skips: list[Tensor], emb: Tensor, z: Tensor) -> Tensor:
-        h = self.middle_block(h, emb, z)
-        for block, skip in zip(self.output_blocks, reversed(skips)):
-            h = block(torch.cat([h, skip], dim=1), emb, z)
-        return self.out(h)
-
-
 class PDAE(nn.Module):
     """E and G around a frozen DPM. `forward(x_t, t, x0)` returns (eps_theta, G(x_t, E(x0), t))."""
 
-    def __init__(self, dpm: UNet, schedule: NoiseSchedule, cfg: PDAEConfig):
+    def __init__(self, dpm: Backbone, schedule: NoiseSchedule, cfg: PDAEConfig):
         super().__init__()
-        if dpm.config.num_classes is not None:
-            raise PdaeError("PDAE needs an unconditional DPM; this one is class-conditional")
         self.cfg, self.schedule = cfg, schedule
         self.dpm = dpm.eval().requires_grad_(False)
-        unet = dpm.config
-        self.encoder = Encoder(EncoderConfig(unet.image_size, unet.in_channels, cfg.latent_dim, cfg.encoder_channels))
-        self.decoder = ShiftDecoder(dpm, cfg.latent_dim)
-        if cfg.init_from_dpm:
-            self.decoder.load_state_dict(self._dpm_decoder_weights(), strict=False)
-
-    def _dpm_decoder_weights(self) -> dict[str, Tensor]:
-        """The DPM's own middle and output blocks (not its output conv, which keeps G zero at the start)."""
-        return {k: v.clone() for k, v in self.dpm.state_dict().items()
-                if k.startswith(("middle_block.", "output_blocks."))}
+        self.encoder = Encoder(EncoderConfig(dpm.image_size, dpm.in_channels, cfg.latent_dim,
+                                             cfg.encoder_channels))
+        self.decoder = dpm.make_shift_decoder(cfg.latent_dim, cfg.init_from_dpm)
 
     def train(self, mode: bool = True) -> "PDAE":
         super().train(mode)
@@ -103,25 +77,27 @@ class PDAE(nn.Module):
         return (1 - self.schedule.alpha_bar).sqrt()
 
     def to_config(self) -> dict:
-        return {"kind": "pdae", "dpm": dpm_config(self.dpm.config, self.schedule), "pdae": asdict(self.cfg)}
+        return {"kind": "pdae", "dpm": self.dpm.to_config(self.schedule), "pdae": asdict(self.cfg)}
 
 
-def build_pdae(config: dict) -> PDAE:
+def build_pdae(config: dict, black_box: EpsFn | None = None) -> PDAE:
+    """PDAE (random weights) from `to_config`; a black-box DPM's callable is not in it and is passed again."""
     if config.get("kind") != "pdae":
         raise PdaeError(f"expected a PDAE checkpoint, found kind {config.get('kind')!r}")
-    dpm, schedule = build_dpm(config["dpm"])
+    dpm, schedule = build_backbone(config["dpm"], black_box)
     return PDAE(dpm, schedule, PDAEConfig(**config["pdae"]))
 
 
-def load_pdae(path: str | Path, sampling_coef: str | None = None) -> PDAE:
+def load_pdae(path: str | Path, sampling_coef: str | None = None, black_box: EpsFn | None = None) -> PDAE:
     """Load a PDAE run folder or its .safetensors file (the frozen DPM travels inside it), in eval mode.
 
-    `sampling_coef` overrides the decoding coefficient the run was saved with.
+    `sampling_coef` overrides the decoding coefficient the run was saved with. A PDAE trained on a
+    black-box DPM holds E and G only: pass the same callable as `black_box`.
     """
     weights_path = resolve_weights_path(Path(path))
     state, config = load_weights(weights_path)
     if sampling_coef is not None:
         config = {**config, "pdae": {**config["pdae"], "sampling_coef": sampling_coef}}
-    model = build_pdae(config)
+    model = build_pdae(config, black_box)
     load_state_strict(model, state, str(weights_path))
     return model.eval()

@@ -82,19 +82,18 @@ def eps_of(unet: torch.nn.Module, channels: int) -> EpsFn:
 
 def sample_with_dpm(unet: torch.nn.Module, schedule: NoiseSchedule, num: int, steps: int, eta: float,
                     seeds: Sequence[int], batch_size: int = 256) -> Tensor:
-    """Unconditional samples from a DPM, in batches, with a progress bar over images."""
+    """Unconditional samples from a DPM (a backbone), in batches, with a progress bar over images."""
     from pdae.progress import progress_bar
 
-    cfg = unet.config
+    channels, size = unet.in_channels, unet.image_size
     device = next(unet.parameters()).device
     timesteps = schedule.timesteps(steps)
     batches = []
     with progress_bar("sampling", total=num, fields=()) as bar:
         for start in range(0, num, batch_size):
             noise = SeededNoise(list(seeds)[start : start + batch_size])
-            x_T = noise(torch.empty(len(noise.generators), cfg.in_channels, cfg.image_size, cfg.image_size,
-                                    device=device))
-            batches.append(sample_ddim(eps_of(unet, cfg.in_channels), x_T, schedule, timesteps, eta, noise=noise))
+            x_T = noise(torch.empty(len(noise.generators), channels, size, size, device=device))
+            batches.append(sample_ddim(eps_of(unet, channels), x_T, schedule, timesteps, eta, noise=noise))
             bar.update(x_T.shape[0])
     return torch.cat(batches)
 

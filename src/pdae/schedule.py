@@ -16,6 +16,7 @@ from torch import Tensor
 from pdae.errors import PdaeError
 
 SCHEDULE_NAMES = ("linear", "cosine")
+CUSTOM = "custom"  # betas given explicitly (a foreign DPM's schedule that is neither of the named ones)
 
 
 def linear_betas(num_timesteps: int, max_beta: float = 0.999) -> Tensor:
@@ -33,19 +34,39 @@ def cosine_betas(num_timesteps: int, offset: float = 0.008, max_beta: float = 0.
 
 @dataclass(frozen=True)
 class NoiseSchedule:
-    """Per-timestep coefficients of a discrete DPM; gathers them into a batch with `at`."""
+    """Per-timestep coefficients of a discrete DPM; gathers them into a batch with `at`.
+
+    A named schedule computes its betas; the `custom` one carries them in `custom_betas` (see `from_betas`).
+    """
 
     name: str = "linear"
     num_timesteps: int = 1000
+    custom_betas: tuple[float, ...] | None = field(default=None, repr=False)
     betas: Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.name not in SCHEDULE_NAMES:
+        if self.name not in (*SCHEDULE_NAMES, CUSTOM):
             raise PdaeError(f"unknown noise schedule {self.name!r}; choose one of {', '.join(SCHEDULE_NAMES)}")
         if self.num_timesteps < 1:
             raise PdaeError(f"the schedule needs at least one timestep, got {self.num_timesteps}")
-        make = linear_betas if self.name == "linear" else cosine_betas
-        object.__setattr__(self, "betas", make(self.num_timesteps))
+        object.__setattr__(self, "betas", self._make_betas())
+
+    @classmethod
+    def from_betas(cls, betas: Tensor | list[float]) -> "NoiseSchedule":
+        """A custom schedule with exactly these betas."""
+        values = tuple(float(b) for b in torch.as_tensor(betas, dtype=torch.float64).flatten())
+        return cls(CUSTOM, len(values), values)
+
+    def _make_betas(self) -> Tensor:
+        if self.name != CUSTOM:
+            if self.custom_betas is not None:
+                raise PdaeError(f"the {self.name} schedule computes its betas: give betas as {CUSTOM!r}")
+            return (linear_betas if self.name == "linear" else cosine_betas)(self.num_timesteps)
+        betas = torch.tensor(self.custom_betas or (), dtype=torch.float64)
+        if len(betas) != self.num_timesteps or not bool(((betas > 0) & (betas < 1)).all()):
+            raise PdaeError(f"a custom schedule needs {self.num_timesteps} betas in (0, 1), got {len(betas)}")
+        object.__setattr__(self, "custom_betas", tuple(betas.tolist()))  # JSON gives a list: keep it hashable
+        return betas
 
     @property
     def alphas(self) -> Tensor:
@@ -117,4 +138,6 @@ class NoiseSchedule:
         return torch.linspace(self.num_timesteps - 1, 0, num_steps, dtype=torch.float64).round().long().flip(0)
 
     def to_config(self) -> dict:
-        return {"name": self.name, "num_timesteps": self.num_timesteps}
+        """Keyword arguments that rebuild this schedule (JSON: the custom betas as a list)."""
+        config = {"name": self.name, "num_timesteps": self.num_timesteps}
+        return config if self.custom_betas is None else {**config, "custom_betas": list(self.custom_betas)}

@@ -27,9 +27,8 @@ def open_images(images: Path, model, split: str, limit: int | None, skip_bad: bo
     """A dataset at the model's resolution and channel count."""
     from pdae.data import open_dataset
 
-    cfg = model.dpm.config
-    return open_dataset(images, image_size=cfg.image_size, channels=cfg.in_channels, split=split, limit=limit,
-                        skip_bad=skip_bad)
+    return open_dataset(images, image_size=model.dpm.image_size, channels=model.dpm.in_channels, split=split,
+                        limit=limit, skip_bad=skip_bad)
 
 
 def step_counts(inversion_steps: int, decoding_steps: int, sampler: str, clip_inversion: bool = False):
@@ -41,8 +40,9 @@ def step_counts(inversion_steps: int, decoding_steps: int, sampler: str, clip_in
 
 def fit(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, config and logs.")],
-    dpm: Annotated[Path, typer.Option(help="Pre-trained DPM (run folder or .safetensors); default: the shipped "
-                                      "MNIST DPM.")] = o.SHIPPED_DPM,
+    dpm: Annotated[Path, typer.Option(help="Pre-trained DPM: a pdae run folder or .safetensors, a foreign "
+                                      "checkpoint (see inspect-dpm), or a diffusers UNet2DModel folder; "
+                                      "default: the shipped MNIST DPM.")] = o.SHIPPED_DPM,
     data: o.Data = o.SHIPPED_MNIST,
     split: o.Split = "train",
     limit: o.Limit = None,
@@ -76,10 +76,10 @@ def fit(
     if resume:
         model = build_pdae(saved_model_config(out))
     else:
-        unet, schedule = load_dpm(dpm)
-        model = PDAE(unet, schedule, PDAEConfig(latent_dim, encoder_channels, gamma, init_from_dpm, sampling_coef))
-    unet_cfg = model.dpm.config
-    dataset = open_dataset(data, image_size=unet_cfg.image_size, channels=unet_cfg.in_channels, split=split,
+        backbone, schedule = load_dpm(dpm)
+        model = PDAE(backbone, schedule, PDAEConfig(latent_dim, encoder_channels, gamma, init_from_dpm,
+                                                    sampling_coef))
+    dataset = open_dataset(data, image_size=model.dpm.image_size, channels=model.dpm.in_channels, split=split,
                            limit=limit, hflip=hflip, skip_bad=skip_bad)
     o.console.print(f"data: {dataset.describe()}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

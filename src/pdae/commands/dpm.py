@@ -66,8 +66,8 @@ def pretrain(
 
 
 def sample(
-    dpm: Annotated[Path, typer.Option(help="DPM run folder or .safetensors file. Default: the shipped MNIST DPM.")]
-    = o.SHIPPED_DPM,
+    dpm: Annotated[Path, typer.Option(help="DPM run folder or .safetensors file, or any DPM inspect-dpm "
+                                      "reads. Default: the shipped MNIST DPM.")] = o.SHIPPED_DPM,
     out: o.Out = Path("samples.png"),
     num: Annotated[int, typer.Option("--num", "-n", help="Number of samples.")] = 64,
     steps: Annotated[int, typer.Option(help="Sampling steps (respaced from the DPM's T).")] = 100,
@@ -95,13 +95,15 @@ def sample(
 
 def inspect_dpm(
     path: Annotated[Path, typer.Argument(help="The DPM: a pdae run folder or .safetensors file, an OpenAI "
-                                         "guided-diffusion .pt state dict, a Diff-AE .ckpt, or a "
-                                         "reference-PDAE folder with config.yml and checkpoint.pt.")],
+                                         "guided-diffusion .pt state dict, a Diff-AE .ckpt, a "
+                                         "reference-PDAE folder with config.yml and checkpoint.pt, or a "
+                                         "diffusers UNet2DModel (or pipeline) folder with its "
+                                         "scheduler_config.json.")],
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="Model config YAML of a guided-diffusion .pt (its flags) or a Diff-AE .ckpt; "
         "default: <stem>.yaml or config.yaml next to the file.")] = None,
 ) -> None:
-    """Say what a DPM checkpoint is, as pdae loads it: family, resolution, schedule, parameter count."""
+    """Say what a DPM checkpoint is, as pdae loads it: family, size, schedule, prediction, parameters."""
     from pdae.foreign import describe_dpm, open_dpm
 
     for key, value in describe_dpm(open_dpm(path, config)).items():

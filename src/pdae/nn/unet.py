@@ -4,7 +4,9 @@ Parameter names match guided-diffusion (time_embed, input_blocks, middle_block, 
 in_layers, emb_layers, out_layers, skip_connection; norm, qkv, proj_out) so that its checkpoints,
 and Diff-AE's and the reference PDAE's, load into it. The network is split at its bottleneck:
 `time_embedding`, `encode` (input blocks: bottleneck and skips) and `decode` (middle block, output
-blocks, output conv), which is the interface PDAE's gradient estimator reuses.
+blocks, output conv), which is the backbone interface (pdae.backbones) PDAE's gradient estimator reuses.
+With `latent_dim`, every ResBlock is also modulated by a code z: the stand-alone gradient estimator that
+PDAE pairs with a black-box DPM.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pdae.errors import PdaeError
+from pdae.schedule import NoiseSchedule
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,7 @@ class AttentionBlock(nn.Module):
 class UNet(nn.Module):
     """ADM UNet predicting eps (and, with learn_sigma, the variance interpolation in 2C channels)."""
 
-    def __init__(self, config: UNetConfig):
+    def __init__(self, config: UNetConfig, latent_dim: int | None = None):
         super().__init__()
         self.config = cfg = config
         if cfg.image_size % 2 ** (len(cfg.channel_mult) - 1):
@@ -188,10 +191,20 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if cfg.num_classes is not None:
             self.label_emb = nn.Embedding(cfg.num_classes, emb_dim)
-        self.input_blocks, self.skip_channels, self.bottleneck_channels = self._build_encoder(cfg, emb_dim)
-        self.middle_block = self.build_middle(cfg, self.bottleneck_channels, emb_dim)
-        self.output_blocks = self.build_decoder(cfg, self.bottleneck_channels, emb_dim, self.skip_channels)
+        self.input_blocks, self.skip_channels, self.bottleneck_channels = self._build_encoder(cfg, emb_dim,
+                                                                                             latent_dim)
+        self.middle_block = self.build_middle(cfg, self.bottleneck_channels, emb_dim, latent_dim)
+        self.output_blocks = self.build_decoder(cfg, self.bottleneck_channels, emb_dim, self.skip_channels,
+                                                latent_dim)
         self.out = self.build_out(cfg, self.out_channels)
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
 
     @staticmethod
     def build_out(cfg: UNetConfig, channels: int) -> nn.Sequential:
@@ -213,20 +226,22 @@ class UNet(nn.Module):
         return AttentionBlock(ch, cfg.num_heads, cfg.num_head_channels)
 
     @classmethod
-    def _build_encoder(cls, cfg: UNetConfig, emb_dim: int) -> tuple[nn.ModuleList, list[int], int]:
+    def _build_encoder(cls, cfg: UNetConfig, emb_dim: int, latent_dim: int | None = None
+                       ) -> tuple[nn.ModuleList, list[int], int]:
         ch = cfg.model_channels
         blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
         skip_channels, ds = [ch], 1
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
-                layers: list[nn.Module] = [cls._resblock(cfg, ch, emb_dim, mult * cfg.model_channels)]
+                layers: list[nn.Module] = [cls._resblock(cfg, ch, emb_dim, mult * cfg.model_channels,
+                                                         latent_dim)]
                 ch = mult * cfg.model_channels
                 if ds in cfg.attention_resolutions:
                     layers.append(cls._attention(cfg, ch))
                 blocks.append(TimestepEmbedSequential(*layers))
                 skip_channels.append(ch)
             if level != len(cfg.channel_mult) - 1:
-                down = (cls._resblock(cfg, ch, emb_dim, ch, down=True) if cfg.resblock_updown
+                down = (cls._resblock(cfg, ch, emb_dim, ch, latent_dim, down=True) if cfg.resblock_updown
                         else Downsample(ch, cfg.conv_resample))
                 blocks.append(TimestepEmbedSequential(down))
                 skip_channels.append(ch)
@@ -268,12 +283,12 @@ class UNet(nn.Module):
             emb = emb + self.label_emb(y)
         return emb
 
-    def encode(self, x: Tensor, emb: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def encode(self, x: Tensor, emb: Tensor, z: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
         """Input blocks: returns the bottleneck input and the skip activations."""
         skips = []
         h = x
         for block in self.input_blocks:
-            h = block(h, emb)
+            h = block(h, emb, z)
             skips.append(h)
         return h, skips
 
@@ -281,14 +296,48 @@ class UNet(nn.Module):
         """Middle block, output blocks and output conv; returns eps (learned-variance channels dropped)."""
         return self.decode_raw(h, skips, emb)[:, : self.config.out_channels]
 
-    def decode_raw(self, h: Tensor, skips: list[Tensor], emb: Tensor) -> Tensor:
-        h = self.middle_block(h, emb)
+    def decode_raw(self, h: Tensor, skips: list[Tensor], emb: Tensor, z: Tensor | None = None) -> Tensor:
+        h = self.middle_block(h, emb, z)
         skips = list(skips)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, z)
         return self.out(h)
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, z: Tensor | None = None) -> Tensor:
         """Full network output (2C channels when learn_sigma), like guided-diffusion's forward."""
         emb = self.time_embedding(t, y)
-        return self.decode_raw(*self.encode(x, emb), emb)
+        return self.decode_raw(*self.encode(x, emb, z), emb, z)
+
+    def make_shift_decoder(self, latent_dim: int, init_from_dpm: bool = False) -> "ShiftDecoder":
+        """PDAE's trainable twin of the decoder half, optionally starting from this network's own blocks."""
+        if self.config.num_classes is not None:
+            raise PdaeError("PDAE needs an unconditional DPM; this one is class-conditional")
+        decoder = ShiftDecoder(self, latent_dim)
+        if init_from_dpm:  # not the output conv, which keeps G zero at the start
+            decoder.load_state_dict({k: v.clone() for k, v in self.state_dict().items()
+                                     if k.startswith(("middle_block.", "output_blocks."))}, strict=False)
+        return decoder
+
+    def to_config(self, schedule: NoiseSchedule) -> dict:
+        """The JSON that rebuilds this DPM with its schedule (pdae.dpm.dpm_config)."""
+        from pdae.dpm import dpm_config  # lazy: pdae.dpm builds UNets
+
+        return dpm_config(self.config, schedule)
+
+
+class ShiftDecoder(nn.Module):
+    """G's trainable half: middle block, output blocks and zero-initialised output conv, all z-modulated."""
+
+    def __init__(self, dpm: UNet, latent_dim: int):
+        super().__init__()
+        cfg, emb_dim = dpm.config, dpm.config.model_channels * 4
+        self.middle_block = UNet.build_middle(cfg, dpm.bottleneck_channels, emb_dim, latent_dim)
+        self.output_blocks = UNet.build_decoder(cfg, dpm.bottleneck_channels, emb_dim, dpm.skip_channels,
+                                                latent_dim)
+        self.out = UNet.build_out(cfg, cfg.out_channels)
+
+    def forward(self, h: Tensor, skips: list[Tensor], emb: Tensor, z: Tensor) -> Tensor:
+        h = self.middle_block(h, emb, z)
+        for block, skip in zip(self.output_blocks, reversed(skips)):
+            h = block(torch.cat([h, skip], dim=1), emb, z)
+        return self.out(h)
