@@ -20,12 +20,11 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-
 from rich.table import Table
 
 from pdae.checkpoint import resolve_weights_path
-from pdae.commands.options import SHIPPED_DPM, SHIPPED_MNIST
 from pdae.classifier import load_classifier, predict_proba
+from pdae.commands.options import SHIPPED_DPM, SHIPPED_MNIST
 from pdae.data import open_dataset
 from pdae.dpm import load_dpm
 from pdae.errors import PdaeError

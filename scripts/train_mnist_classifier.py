@@ -17,8 +17,8 @@ import torch
 from rich.console import Console
 
 from pdae.checkpoint import WEIGHTS_NAME
-from pdae.commands.options import SHIPPED_MNIST, parse_count
 from pdae.classifier import CrossEntropyLoss, accuracy, build_classifier, classifier_config
+from pdae.commands.options import SHIPPED_MNIST, parse_count
 from pdae.data import open_dataset
 from pdae.errors import PdaeError
 from pdae.training import TrainConfig, train

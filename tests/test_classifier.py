@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pdae.checkpoint import save_weights
-from pdae.classifier import (CrossEntropyLoss, SmallClassifier, build_classifier, classifier_config,
-                             load_classifier)
+from pdae.classifier import CrossEntropyLoss, SmallClassifier, build_classifier, classifier_config, load_classifier
 from pdae.data import open_dataset
 from pdae.errors import CheckpointError, PdaeError
 from pdae.training import TrainConfig, train

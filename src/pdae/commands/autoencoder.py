@@ -49,8 +49,9 @@ def fit(
     latent_dim: Annotated[int, typer.Option(help="Size of the semantic code z.")] = 64,
     encoder_channels: Annotated[int, typer.Option(help="Width of the encoder's first stage.")] = 32,
     gamma: Annotated[float, typer.Option(help="Loss weight lambda_t = SNR^gamma / (1 + SNR).")] = 0.1,
-    init_from_dpm: Annotated[bool, typer.Option("--init-from-dpm", help="Start G's decoder from the DPM's own "
-                                                "decoder weights instead of randomly.")] = False,
+    init_from_dpm: Annotated[bool, typer.Option("--init-from-dpm/--random-init", help="Start G's decoder from "
+                                                "the DPM's own decoder weights (trains faster, see README) or "
+                                                "randomly.")] = True,
     sampling_coef: Annotated[str, typer.Option(help="Shift coefficient when decoding: trained (-c_t, as in the "
                                                "loss) or reference (sqrt(1 - abar_t)).")] = "trained",
     images: o.TotalImages = "200k",
@@ -186,7 +187,8 @@ def gap(
     plot_gap(report, out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
     o.console.print(f"wrote {out} and {out.with_suffix('.json')}: PDAE fills {100 * report['share_filled']:.1f}% "
-                    "of the DPM's posterior-mean gap")
+                    f"of the DPM's posterior-mean gap integrated over t, {100 * report['mean_share_filled_per_t']:.1f}%"
+                    " on average per t")
 
 
 def denoise_one_step(
@@ -266,7 +268,8 @@ def evaluate(
         table.add_row(str(model.cfg.latent_dim), name.split("_")[0], f"{report[name + '_ssim']:.4f}",
                       f"{report[name + '_mse']:.5f}")
     o.console.print(table)
-    o.console.print(f"gap filled: {100 * report['gap']['share_filled']:.1f}%  linear probe: "
+    o.console.print(f"gap filled: {100 * report['gap']['share_filled']:.1f}% integrated, "
+                    f"{100 * report['gap']['mean_share_filled_per_t']:.1f}% mean per t  linear probe: "
                     f"{100 * report['linear_probe_accuracy']:.2f}%  training: "
                     f"{report['train_images_per_s']['bf16']:.0f} img/s bf16  -> {out}")
 
