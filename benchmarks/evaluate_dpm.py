@@ -41,7 +41,9 @@ console = Console()
 
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dpm", type=Path, default=SHIPPED_DPM, help="DPM .safetensors file or run folder")
     parser.add_argument("--classifier", type=Path, default=ROOT / "runs" / "mnist_classifier",
                         help="classifier .safetensors file or run folder")

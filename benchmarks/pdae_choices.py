@@ -26,7 +26,8 @@ from pdae.training import TrainConfig, train
 
 OUT = Path(__file__).resolve().parent / "results" / "pdae_choices.json"
 VARIANTS = {"z16": PDAEConfig(latent_dim=16), "z64": PDAEConfig(latent_dim=64),
-            "z256": PDAEConfig(latent_dim=256), "z64_init_from_dpm": PDAEConfig(latent_dim=64, init_from_dpm=True)}
+            "z256": PDAEConfig(latent_dim=256),
+            "z64_init_from_dpm": PDAEConfig(latent_dim=64, init_from_dpm=True)}
 
 
 @torch.no_grad()
@@ -55,7 +56,9 @@ def run_variant(name: str, cfg: PDAEConfig, args: argparse.Namespace, workdir: P
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dpm", type=Path, default=SHIPPED_DPM)
     parser.add_argument("--images", default="20k", help="training images per variant")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))

@@ -12,7 +12,9 @@ from pdae.checkpoint import load_weights, resolve_weights_path, save_weights
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run", type=Path, help="run folder or .safetensors file")
     parser.add_argument("out", type=Path, help="fp16 .safetensors file to write")
     args = parser.parse_args()

@@ -37,9 +37,12 @@ def count(text: str) -> int:
 
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "mnist_classifier", help="run folder")
-    parser.add_argument("--data", type=Path, default=SHIPPED_MNIST, help="MNIST IDX folder (default: shipped)")
+    parser.add_argument("--data", type=Path, default=SHIPPED_MNIST,
+                        help="MNIST IDX folder (default: shipped)")
     parser.add_argument("--images", type=count, default=120_000, help="training images, e.g. 120000 or 120k")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -68,7 +71,8 @@ def main() -> None:
     train_s = time.perf_counter() - start
 
     test_accuracy = accuracy(ema.eval().cpu(), test_set)
-    metrics = {"test_accuracy": test_accuracy, "test_images": len(test_set), "train_images": -(-cfg.total_images // cfg.batch_size) * cfg.batch_size,
+    metrics = {"test_accuracy": test_accuracy, "test_images": len(test_set),
+               "train_images": -(-cfg.total_images // cfg.batch_size) * cfg.batch_size,
                "train_seconds": round(train_s, 1), "weights": str(args.out / WEIGHTS_NAME)}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"test accuracy: {100 * test_accuracy:.2f} % on {len(test_set)} images")

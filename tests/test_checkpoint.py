@@ -199,7 +199,8 @@ class _Custom:
 
 def test_training_state_round_trip(tmp_path):
     state = {"step": 7, "model": {"w": torch.arange(6.0).reshape(2, 3)},
-             "optimizer": {"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 1e-3, "params": [0]}]}}
+             "optimizer": {"state": {0: {"exp_avg": torch.ones(3)}},
+                           "param_groups": [{"lr": 1e-3, "params": [0]}]}}
     save_training_state(tmp_path / "train_state.pt", state)
     loaded = load_training_state(tmp_path / "train_state.pt")
     assert loaded["step"] == 7

@@ -1,4 +1,4 @@
-"""Tests for pdae.classifier: shapes, the loss, training through the shared loop, and checkpoint round trips."""
+"""Tests for pdae.classifier: shapes, the loss, training through the shared loop, and checkpoint round trips."""  # noqa: E501
 
 from pathlib import Path
 
@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from pdae.checkpoint import save_weights
-from pdae.classifier import CrossEntropyLoss, SmallClassifier, build_classifier, classifier_config, load_classifier
+from pdae.classifier import (
+    CrossEntropyLoss,
+    SmallClassifier,
+    build_classifier,
+    classifier_config,
+    load_classifier,
+)
 from pdae.data import open_dataset
 from pdae.errors import CheckpointError, PdaeError
 from pdae.training import TrainConfig, train
@@ -62,7 +68,8 @@ def test_cross_entropy_rejects_unlabelled_images():
 def test_training_through_shared_loop_lowers_the_loss(tmp_path, monkeypatch):
     monkeypatch.setattr("pdae.training.open_tensorboard", lambda run_dir: None)  # its import alone takes ~2 s
     dataset = open_dataset(tiny_npz(tmp_path / "tiny.npz"), image_size=8, channels=1)
-    images, labels = torch.stack([dataset[i][0] for i in range(len(dataset))]), torch.tensor(dataset.source.labels)
+    images, labels = (torch.stack([dataset[i][0] for i in range(len(dataset))]),
+                      torch.tensor(dataset.source.labels))
     config = classifier_config(1, 2, 8, widths=(8, 16))
     torch.manual_seed(0)
     net = build_classifier(config)

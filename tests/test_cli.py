@@ -37,7 +37,8 @@ def test_every_help_explains_itself(command):
 
 
 def test_parse_count():
-    assert [parse_count(s) for s in ("60000", "500k", "2M", "1e6", "1.5k")] == [60000, 500000, 2000000, 10**6, 1500]
+    assert [parse_count(s) for s in ("60000", "500k", "2M", "1e6", "1.5k")] == [
+        60000, 500000, 2000000, 10**6, 1500]
     with pytest.raises(Exception, match="not a count"):
         parse_count("lots")
 
@@ -80,11 +81,13 @@ def tiny_pdae_run(tmp_path_factory):
     rng = np.random.default_rng(1)
     data = root / "data.npz"
     np.savez(data, images=rng.integers(0, 256, (24, 8, 8), dtype=np.uint8), labels=np.arange(24) % 3)
-    result = runner.invoke(app, ["pretrain", "--out", str(root / "dpm"), "--data", str(data), "--image-size", "8",
-                                 "--preset", "tiny", "--images", "16", "--batch-size", "8", "--threads", "1"])
+    result = runner.invoke(app, ["pretrain", "--out", str(root / "dpm"), "--data", str(data),
+                                 "--image-size", "8", "--preset", "tiny", "--images", "16",
+                                 "--batch-size", "8", "--threads", "1"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["fit", "--dpm", str(root / "dpm"), "--out", str(root / "pdae"), "--data", str(data),
-                                 "--latent-dim", "8", "--images", "16", "--batch-size", "8", "--threads", "1"])
+    result = runner.invoke(app, ["fit", "--dpm", str(root / "dpm"), "--out", str(root / "pdae"),
+                                 "--data", str(data), "--latent-dim", "8", "--images", "16",
+                                 "--batch-size", "8", "--threads", "1"])
     assert result.exit_code == 0, result.output
     return root / "pdae", data
 
@@ -102,9 +105,9 @@ def test_encode_writes_z_labels_and_x_T(tiny_pdae_run, tmp_path):
 
 def test_reconstruct_gap_and_one_step_write_their_pictures(tiny_pdae_run, tmp_path):
     run, data = tiny_pdae_run
-    result = runner.invoke(app, ["reconstruct", str(run), str(data), "-o", str(tmp_path / "r.png"), "--limit", "3",
-                                 "--inversion-steps", "4", "--decoding-steps", "4", "--npz", str(tmp_path / "r.npz"),
-                                 "--sampler", "ddpm"])
+    result = runner.invoke(app, ["reconstruct", str(run), str(data), "-o", str(tmp_path / "r.png"),
+                                 "--limit", "3", "--inversion-steps", "4", "--decoding-steps", "4",
+                                 "--npz", str(tmp_path / "r.npz"), "--sampler", "ddpm"])
     assert result.exit_code == 0, result.output
     arrays = np.load(tmp_path / "r.npz")
     assert set(arrays) == {"inputs", "random_xT", "inferred_xT"}
@@ -134,7 +137,8 @@ def test_eval_reports_the_paper_table(tiny_pdae_run, tmp_path):
                                  "--gap-images", "4"])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    for key in ("random_xT_mse", "random_xT_ssim", "inferred_xT_mse", "inferred_xT_ssim", "linear_probe_accuracy"):
+    for key in ("random_xT_mse", "random_xT_ssim", "inferred_xT_mse", "inferred_xT_ssim",
+                "linear_probe_accuracy"):
         assert np.isfinite(report[key])
     assert report["latent_dim"] == 8 and report["inversion_steps"] == 2
     assert 0 <= report["linear_probe_accuracy"] <= 1 and report["train_images_per_s"]["bf16"] > 0
@@ -155,8 +159,8 @@ def test_demo_trains_and_writes_every_picture_with_the_shipped_dpm(tmp_path):
 
 def test_shipped_pdae_reconstructs_held_out_digits(tmp_path):
     out = tmp_path / "r.npz"
-    result = runner.invoke(app, ["reconstruct", "--limit", "4", "--inversion-steps", "20", "--decoding-steps", "20",
-                                 "-o", str(tmp_path / "r.png"), "--npz", str(out)])
+    result = runner.invoke(app, ["reconstruct", "--limit", "4", "--inversion-steps", "20",
+                                 "--decoding-steps", "20", "-o", str(tmp_path / "r.png"), "--npz", str(out)])
     assert result.exit_code == 0, result.output
     arrays = np.load(out)
     inferred = ((arrays["inferred_xT"] - arrays["inputs"]) ** 2).mean()

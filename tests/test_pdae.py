@@ -49,7 +49,8 @@ def test_training_steps_never_change_or_grad_the_frozen_dpm():
     assert not model.dpm.training
     assert all(p.grad is None for p in model.dpm.parameters())
     assert all(torch.equal(v, frozen[k]) for k, v in model.dpm.state_dict().items())
-    changed = [k for k, v in model.state_dict().items() if k in trainable and not torch.equal(v, trainable[k])]
+    changed = [k for k, v in model.state_dict().items()
+               if k in trainable and not torch.equal(v, trainable[k])]
     assert any(k.startswith("encoder.") for k in changed) and any(k.startswith("decoder.") for k in changed)
 
 
@@ -82,7 +83,8 @@ def test_loss_matches_a_hand_computation():
 def test_init_from_dpm_copies_the_decoder_but_keeps_the_output_at_zero():
     model = tiny_pdae(init_from_dpm=True)
     dpm_state, dec_state = model.dpm.state_dict(), model.decoder.state_dict()
-    assert torch.equal(dec_state["middle_block.0.in_layers.2.weight"], dpm_state["middle_block.0.in_layers.2.weight"])
+    assert torch.equal(dec_state["middle_block.0.in_layers.2.weight"],
+                       dpm_state["middle_block.0.in_layers.2.weight"])
     assert torch.equal(dec_state["output_blocks.1.0.out_layers.3.weight"],
                        dpm_state["output_blocks.1.0.out_layers.3.weight"])
     assert torch.count_nonzero(dec_state["out.2.weight"]) == 0
@@ -93,4 +95,5 @@ def test_config_rebuilds_the_same_architecture():
     model = tiny_pdae(gamma=0.3)
     rebuilt = build_pdae(model.to_config())
     assert rebuilt.cfg == model.cfg
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert ({k: v.shape for k, v in rebuilt.state_dict().items()}
+            == {k: v.shape for k, v in model.state_dict().items()})

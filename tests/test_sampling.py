@@ -57,7 +57,8 @@ def test_inversion_round_trip_is_close_for_a_smooth_eps_and_improves_with_steps(
     errors = []
     for n in (10, 100):
         steps = SCHEDULE.timesteps(n)
-        recon = sample_ddim(toy_eps, invert_ddim(toy_eps, x0, SCHEDULE, steps), SCHEDULE, steps, clip_x0=False)
+        recon = sample_ddim(toy_eps, invert_ddim(toy_eps, x0, SCHEDULE, steps), SCHEDULE, steps,
+                            clip_x0=False)
         errors.append((recon - x0).abs().max().item())
     assert errors[1] < errors[0] / 5
 

@@ -39,7 +39,8 @@ def test_coefficients_against_hand_computation():
         alpha = 1 - betas[t]
         snr = abar[t] / (1 - abar[t])
         assert schedule.alpha_bar[t].item() == pytest.approx(abar[t], rel=1e-12)
-        assert schedule.posterior_variance[t].item() == pytest.approx(betas[t] * (1 - abar_prev) / (1 - abar[t]))
+        assert schedule.posterior_variance[t].item() == pytest.approx(
+            betas[t] * (1 - abar_prev) / (1 - abar[t]))
         c_t = -math.sqrt(alpha) * (1 - abar_prev) / math.sqrt(1 - abar[t])
         assert schedule.shift_coef[t].item() == pytest.approx(c_t, rel=1e-12, abs=1e-15)
         assert schedule.loss_weight(0.1)[t].item() == pytest.approx(snr**0.1 / (1 + snr), rel=1e-12)

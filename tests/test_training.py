@@ -348,7 +348,8 @@ def _ddp_worker(rank: int, port: int, npz: str, run_dir: str, out_dir: str) -> N
     try:
         dataset = open_dataset(npz, image_size=8, channels=1, hflip=True)
         net, schedule, config = tiny_dpm(seed=0, dropout=0.1)
-        cfg = TrainConfig(total_images=16, batch_size=8, lr=1e-3, warmup_images=0, checkpoint_images=8, seed=3)
+        cfg = TrainConfig(total_images=16, batch_size=8, lr=1e-3, warmup_images=0, checkpoint_images=8,
+                          seed=3)
         ema = train(net, EpsLoss(schedule), dataset, cfg, Path(run_dir), config, description=f"rank {rank}")
         torch.save({"model": net.state_dict(), "ema": ema.state_dict(), "world_size": dist.get_world_size()},
                    Path(out_dir) / f"rank{rank}.pt")
@@ -368,7 +369,8 @@ def test_data_parallel_training_keeps_ranks_in_sync(tmp_path):
     assert mismatched(results[0]["model"], results[1]["model"]) == []
     assert mismatched(results[0]["ema"], results[1]["ema"]) == []
     initial = tiny_dpm(seed=0, dropout=0.1)[0].state_dict()
-    changed = mismatched(results[0]["model"], initial)  # zero-initialised output layers: not all move in 2 steps
+    # zero-initialised output layers: not all move in 2 steps
+    changed = mismatched(results[0]["model"], initial)
     assert "out.2.weight" in changed and len(changed) >= 10
 
     # rank 0 wrote the run: config, EMA weights and the state of the last step

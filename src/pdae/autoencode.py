@@ -33,12 +33,13 @@ def encode(model: PDAE, x0: Tensor) -> Tensor:
 
 @torch.no_grad()
 def infer_x_T(model: PDAE, x0: Tensor, z: Tensor, steps: int, clip_x0: bool = False) -> Tensor:
-    """The stochastic code: run the shifted DDIM upward from x0 (unclamped by default, so decoding inverts it)."""
+    """The stochastic code: run the shifted DDIM upward from x0 (unclamped by default, so decoding inverts it)."""  # noqa: E501
     return invert_ddim(shifted_eps(model, z), x0, model.schedule, model.schedule.timesteps(steps), clip_x0)
 
 
 @torch.no_grad()
-def decode(model: PDAE, z: Tensor, x_T: Tensor, steps: StepCounts, noise_seeds: Sequence[int] | None = None) -> Tensor:
+def decode(model: PDAE, z: Tensor, x_T: Tensor, steps: StepCounts,
+           noise_seeds: Sequence[int] | None = None) -> Tensor:
     noise = SeededNoise(noise_seeds) if noise_seeds is not None else torch.randn_like
     return sample_ddim(shifted_eps(model, z), x_T, model.schedule, model.schedule.timesteps(steps.decoding),
                        eta=steps.eta, noise=noise)

@@ -37,7 +37,8 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
             os.unlink(tmp)
 
 
-def save_weights(path: Path, state: dict[str, Tensor], config: dict, dtype: torch.dtype | None = None) -> None:
+def save_weights(path: Path, state: dict[str, Tensor], config: dict,
+                 dtype: torch.dtype | None = None) -> None:
     """Write a state dict (optionally cast, e.g. to fp16 for shipping) with `config` as JSON metadata."""
     tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).detach().contiguous().cpu()
                for k, v in state.items()}
@@ -74,7 +75,8 @@ def load_state_strict(module: nn.Module, state: dict[str, Tensor], source: str) 
         lines = [f"{source} does not match the model:"]
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
             if keys:
-                lines.append(f"  {label} ({len(keys)}): " + ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else ""))
+                lines.append(f"  {label} ({len(keys)}): " + ", ".join(keys[:20])
+                             + (" ..." if len(keys) > 20 else ""))
         raise CheckpointError("\n".join(lines))
     module.load_state_dict(state)
 

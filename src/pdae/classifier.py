@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from pdae.checkpoint import load_state_strict, load_weights, resolve_weights_path
+from pdae.data import iterate_batches
 from pdae.errors import CheckpointError, PdaeError
 
 DEFAULT_WIDTHS = (32, 64, 64)
@@ -100,8 +101,7 @@ def predict_proba(net: nn.Module, images: Tensor, batch_size: int = 500) -> Tens
 def accuracy(net: nn.Module, dataset: Dataset, batch_size: int = 500) -> float:
     """Share of the dataset's items whose arg-max prediction equals their label."""
     correct = 0
-    for start in range(0, len(dataset), batch_size):
-        images, labels = zip(*(dataset[i] for i in range(start, min(start + batch_size, len(dataset)))))
-        predicted = predict_proba(net, torch.stack(images), batch_size).argmax(-1)
-        correct += int((predicted == torch.as_tensor(labels)).sum())
+    for images, labels in iterate_batches(dataset, batch_size):
+        predicted = predict_proba(net, images, batch_size).argmax(-1)
+        correct += int((predicted == labels).sum())
     return correct / max(len(dataset), 1)

@@ -10,7 +10,8 @@ from pdae.sampling import shifted_eps
 
 
 @torch.no_grad()
-def posterior_mean_gap(model: PDAE, x0: Tensor, timesteps: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+def posterior_mean_gap(model: PDAE, x0: Tensor, timesteps: Tensor,
+                       generator: torch.Generator) -> dict[str, Tensor]:
     """Mean over images and pixels of ||mu_t(x_t, x0) - mu||^2 at each t, for the DPM and with the shift.
 
     The shift is added as in training (eps_theta + c_t G), which is what G was fitted to; the noise is
@@ -36,7 +37,8 @@ def integrate_over_t(values: Tensor, timesteps: Tensor) -> float:
 
 
 @torch.no_grad()
-def one_step_denoise(model: PDAE, x0: Tensor, timesteps: list[int], generator: torch.Generator) -> list[Tensor]:
+def one_step_denoise(model: PDAE, x0: Tensor, timesteps: list[int],
+                     generator: torch.Generator) -> list[Tensor]:
     """For each t: rows of x_t, the DPM's one-step x0 prediction, and PDAE's (with the shift)."""
     schedule, z = model.schedule, model.encode(x0)
     decoder = shifted_eps(model, z)

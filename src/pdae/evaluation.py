@@ -19,7 +19,8 @@ from pdae.progress import progress_bar
 def reconstruction_metrics(model: PDAE, dataset: Dataset, steps: StepCounts, batch_size: int = 100,
                            seed: int = 0) -> dict:
     """MSE and SSIM on [0, 1] images, per image then averaged, for random and for inferred x_T."""
-    scores: dict[str, list[torch.Tensor]] = {f"{k}_{m}": [] for k in ("random_xT", "inferred_xT") for m in ("mse", "ssim")}
+    scores: dict[str, list[torch.Tensor]] = {f"{k}_{m}": [] for k in ("random_xT", "inferred_xT")
+                                             for m in ("mse", "ssim")}
     with progress_bar("reconstructing", total=len(dataset), fields=()) as bar:
         for start, (x0, _) in zip(range(0, len(dataset), batch_size), iterate_batches(dataset, batch_size)):
             outputs = reconstruct(model, x0, steps, seeds=range(seed + start, seed + start + len(x0)))

@@ -32,7 +32,8 @@ def linear_probe_accuracy(z_train: Tensor, y_train: Tensor, z_test: Tensor, y_te
 
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x_train @ weight + bias, y_train) + l2 * weight.square().sum()
+        loss = (torch.nn.functional.cross_entropy(x_train @ weight + bias, y_train)
+                + l2 * weight.square().sum())
         loss.backward()
         return loss
 

@@ -35,7 +35,8 @@ class PDAEConfig:
 
     def __post_init__(self) -> None:
         if self.sampling_coef not in SAMPLING_COEFS:
-            raise PdaeError(f"sampling coefficient must be one of {SAMPLING_COEFS}, got {self.sampling_coef!r}")
+            raise PdaeError(f"sampling coefficient must be one of {SAMPLING_COEFS}, "
+                            f"got {self.sampling_coef!r}")
 
 
 class PDAE(nn.Module):

@@ -22,8 +22,8 @@ console = Console(stderr=True)
 class ProgressBar:
     """Advance one rich task, or print a line every tenth of the work when output is not a terminal."""
 
-    def __init__(self, progress: Progress | None, task: int | None, description: str, total: int, completed: int,
-                 silent: bool = False):
+    def __init__(self, progress: Progress | None, task: int | None, description: str, total: int,
+                 completed: int, silent: bool = False):
         self._progress, self._task, self._silent = progress, task, silent
         self._description, self._total, self._done = description, total, completed
         self._next_line, self._start = completed + total / 10, time.perf_counter()
@@ -47,7 +47,8 @@ def progress_bar(description: str, total: int, completed: int = 0, enabled: bool
         yield ProgressBar(None, None, description, total, completed, silent=not enabled)
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               *(TextColumn(f"{name.replace('_per_s', '/s')} {{task.fields[{name}]:.4g}}") for name in fields),
+               *(TextColumn(f"{name.replace('_per_s', '/s')} {{task.fields[{name}]:.4g}}")
+                 for name in fields),
                TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(description, total=total, completed=completed, **dict.fromkeys(fields, 0.0))

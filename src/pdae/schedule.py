@@ -46,7 +46,8 @@ class NoiseSchedule:
 
     def __post_init__(self) -> None:
         if self.name not in (*SCHEDULE_NAMES, CUSTOM):
-            raise PdaeError(f"unknown noise schedule {self.name!r}; choose one of {', '.join(SCHEDULE_NAMES)}")
+            raise PdaeError(f"unknown noise schedule {self.name!r}; "
+                            f"choose one of {', '.join(SCHEDULE_NAMES)}")
         if self.num_timesteps < 1:
             raise PdaeError(f"the schedule needs at least one timestep, got {self.num_timesteps}")
         object.__setattr__(self, "betas", self._make_betas())
@@ -92,7 +93,7 @@ class NoiseSchedule:
 
     @property
     def shift_coef(self) -> Tensor:
-        """PDAE's c_t = -sqrt(alpha_t) (1 - alpha_bar_{t-1}) / sqrt(1 - alpha_bar_t): Sigma_t G in eps-space."""
+        """PDAE's c_t = -sqrt(alpha_t) (1 - alpha_bar_{t-1}) / sqrt(1 - alpha_bar_t): Sigma_t G in eps-space."""  # noqa: E501
         return -self.alphas.sqrt() * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar).sqrt()
 
     def loss_weight(self, gamma: float = 0.1) -> Tensor:
@@ -135,7 +136,8 @@ class NoiseSchedule:
         """
         if not 1 <= num_steps <= self.num_timesteps:
             raise PdaeError(f"number of steps must be in 1..{self.num_timesteps}, got {num_steps}")
-        return torch.linspace(self.num_timesteps - 1, 0, num_steps, dtype=torch.float64).round().long().flip(0)
+        return torch.linspace(self.num_timesteps - 1, 0, num_steps,
+                              dtype=torch.float64).round().long().flip(0)
 
     def to_config(self) -> dict:
         """Keyword arguments that rebuild this schedule (JSON: the custom betas as a list)."""

@@ -77,7 +77,8 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank + 1]).generate_state(1)[0])
 
 
-def batch_indices(num_items: int, batch_size: int, seed: int, step: int, ctx: DistributedContext) -> list[int]:
+def batch_indices(num_items: int, batch_size: int, seed: int, step: int,
+                  ctx: DistributedContext) -> list[int]:
     """This process's share of global batch `step` in an endless stream of seeded epoch permutations."""
     start = step * batch_size
     indices: list[int] = []
@@ -123,13 +124,15 @@ def prepare_run_dir(run_dir: Path, run_config: dict, resume: bool) -> dict | Non
             raise PdaeError(f"nothing to resume: {state_path} does not exist")
         return load_training_state(state_path)
     if state_path.exists() or (run_dir / WEIGHTS_NAME).exists():
-        raise PdaeError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        raise PdaeError(f"{run_dir} already holds a run; "
+                        "pass --resume to continue it or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_NAME).write_text(json.dumps(run_config, indent=2))
     return None
 
 
-def prepare_run_everywhere(run_dir: Path, run_config: dict, resume: bool, ctx: DistributedContext) -> dict | None:
+def prepare_run_everywhere(run_dir: Path, run_config: dict, resume: bool,
+                           ctx: DistributedContext) -> dict | None:
     """prepare_run_dir on rank 0; under DDP its error reaches every rank, and every rank reads the state."""
     state, error = None, None
     if ctx.is_main:
@@ -178,8 +181,8 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, r
     run_dir = Path(run_dir)
     state = prepare_run_everywhere(run_dir, {"model": model_config, "train": asdict(cfg)}, resume, ctx)
     if state is not None and int(state["batch_size"]) != cfg.batch_size:
-        raise PdaeError(f"{run_dir} was trained with batch size {state['batch_size']}; resume it with that batch "
-                        f"size, not {cfg.batch_size}")
+        raise PdaeError(f"{run_dir} was trained with batch size {state['batch_size']}; "
+                        f"resume it with that batch size, not {cfg.batch_size}")
 
     net.to(ctx.device)
     ema = copy.deepcopy(net).eval().requires_grad_(False)

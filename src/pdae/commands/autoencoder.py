@@ -16,9 +16,10 @@ from pdae.commands.dpm import saved_model_config
 Sampler = Annotated[str, typer.Option(help="Decoding: ddim (eta 0) or ddpm (ancestral, eta 1).")]
 InversionSteps = Annotated[int, typer.Option(help="DDIM steps of the inversion that infers x_T.")]
 DecodingSteps = Annotated[int, typer.Option(help="Steps of the decoding.")]
-ClipInversion = Annotated[bool, typer.Option("--clip-inversion", help="Clamp the predicted x0 to [-1, 1] during "
-                                             "inversion too (as the reference code does; decoding then no longer "
-                                             "inverts encoding exactly).")]
+ClipInversion = Annotated[bool, typer.Option("--clip-inversion",
+                                             help="Clamp the predicted x0 to [-1, 1] during "
+                                                  "inversion too (as the reference code does; decoding then "
+                                                  "no longer inverts encoding exactly).")]
 SamplingCoef = Annotated[Optional[str], typer.Option(help="Override the run's decoding coefficient: trained "
                                                      "(-c_t) or reference (sqrt(1 - abar_t)).")]
 
@@ -49,11 +50,14 @@ def fit(
     latent_dim: Annotated[int, typer.Option(help="Size of the semantic code z.")] = 64,
     encoder_channels: Annotated[int, typer.Option(help="Width of the encoder's first stage.")] = 32,
     gamma: Annotated[float, typer.Option(help="Loss weight lambda_t = SNR^gamma / (1 + SNR).")] = 0.1,
-    init_from_dpm: Annotated[bool, typer.Option("--init-from-dpm/--random-init", help="Start G's decoder from "
-                                                "the DPM's own decoder weights (trains faster, see README) or "
-                                                "randomly.")] = True,
-    sampling_coef: Annotated[str, typer.Option(help="Shift coefficient when decoding: trained (-c_t, as in the "
-                                               "loss) or reference (sqrt(1 - abar_t)).")] = "trained",
+    init_from_dpm: Annotated[bool, typer.Option("--init-from-dpm/--random-init",
+                                                help="Start G's decoder from the DPM's own decoder "
+                                                     "weights (trains faster, see README) or "
+                                                     "randomly.")] = True,
+    sampling_coef: Annotated[
+        str, typer.Option(help="Shift coefficient when decoding: trained (-c_t, as in the loss) or "
+                               "reference (sqrt(1 - abar_t)).")
+    ] = "trained",
     images: o.TotalImages = "200k",
     batch_size: o.TrainBatch = 64,
     lr: o.LearningRate = 2e-4,
@@ -86,8 +90,8 @@ def fit(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     o.console.print(f"PDAE: {trainable / 1e6:.2f}M trainable parameters, z of size {model.cfg.latent_dim}")
     cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed)
-    train(model, PDAELoss(model.schedule, model.cfg.gamma), dataset, cfg, out, model.to_config(), resume=resume,
-          description="fit")
+    train(model, PDAELoss(model.schedule, model.cfg.gamma), dataset, cfg, out, model.to_config(),
+          resume=resume, description="fit")
     o.console.print(f"[green]done:[/] {out / 'ema.safetensors'}")
 
 
@@ -140,8 +144,8 @@ def reconstruct(
     decoding_steps: DecodingSteps = 100,
     sampler: Sampler = "ddim",
     clip_inversion: ClipInversion = False,
-    npz: Annotated[Optional[Path], typer.Option(help="Also write inputs and both reconstructions as (N, C, H, W) "
-                                                "arrays in [0, 1].")] = None,
+    npz: Annotated[Optional[Path], typer.Option(help="Also write inputs and both reconstructions as "
+                                                     "(N, C, H, W) arrays in [0, 1].")] = None,
     seed: o.Seed = 0,
     skip_bad: o.SkipBad = False,
     sampling_coef: SamplingCoef = None,
@@ -156,7 +160,8 @@ def reconstruct(
     o.set_threads(threads)
     model = load_pdae(run, sampling_coef)
     x0, _ = next(iterate_batches(open_images(images, model, split, limit, skip_bad), limit))
-    outputs = run_reconstruct(model, x0, step_counts(inversion_steps, decoding_steps, sampler, clip_inversion),
+    outputs = run_reconstruct(model, x0,
+                              step_counts(inversion_steps, decoding_steps, sampler, clip_inversion),
                               seeds=range(seed, seed + len(x0)))
     save_grid(torch.cat([x0, outputs["random_xT"], outputs["inferred_xT"]]), out, ncols=len(x0))
     o.console.print(f"wrote {out} (rows: input, random x_T, inferred x_T; inversion {inversion_steps} steps, "
@@ -175,7 +180,7 @@ def gap(
     seed: o.Seed = 0,
     threads: o.Threads = None,
 ) -> None:
-    """Plot the posterior-mean gap per t, DPM alone vs with PDAE's shift; write the numbers as JSON beside it."""
+    """Plot the posterior-mean gap per t, DPM alone vs with PDAE's shift; write the numbers as JSON beside it."""  # noqa: E501
     from pdae.data import iterate_batches
     from pdae.evaluation import gap_report, plot_gap
     from pdae.model import load_pdae
@@ -186,8 +191,10 @@ def gap(
     report = gap_report(model, x0, num_t, seed)
     plot_gap(report, out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    o.console.print(f"wrote {out} and {out.with_suffix('.json')}: PDAE fills {100 * report['share_filled']:.1f}% "
-                    f"of the DPM's posterior-mean gap integrated over t, {100 * report['mean_share_filled_per_t']:.1f}%"
+    o.console.print(f"wrote {out} and {out.with_suffix('.json')}: "
+                    f"PDAE fills {100 * report['share_filled']:.1f}% "
+                    f"of the DPM's posterior-mean gap integrated over t, "
+                    f"{100 * report['mean_share_filled_per_t']:.1f}%"
                     " on average per t")
 
 
@@ -247,7 +254,8 @@ def evaluate(
     steps = step_counts(inversion_steps, decoding_steps, "ddim")
     started = time.perf_counter()
     report = {"run": str(run), "latent_dim": model.cfg.latent_dim, "sampling_coef": model.cfg.sampling_coef,
-              "num_test_images": len(test_set), "inversion_steps": inversion_steps, "decoding_steps": decoding_steps,
+              "num_test_images": len(test_set), "inversion_steps": inversion_steps,
+              "decoding_steps": decoding_steps,
               **reconstruction_metrics(model, test_set, steps, seed=seed)}
     x_gap, _ = next(iterate_batches(open_images(images, model, "test", gap_images), gap_images))
     report["gap"] = {k: v for k, v in gap_report(model, x_gap, seed=seed).items() if not isinstance(v, list)}
@@ -278,24 +286,26 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for the demo.")] = Path("runs/demo"),
     images: Annotated[str, typer.Option("--images", help="PDAE training images (the default fits in about "
                                         "10 minutes on 2 CPU cores).")] = "40k",
-    eval_images: Annotated[int, typer.Option(help="Held-out test images the printed MSE and SSIM average over.")]
-    = 100,
+    eval_images: Annotated[
+        int, typer.Option(help="Held-out test images the printed MSE and SSIM average over.")
+    ] = 100,
     threads: o.Threads = None,
 ) -> None:
-    """On MNIST with the shipped DPM: train PDAE, then write reconstructions, the gap plot and one-step denoising."""
+    """On MNIST with the shipped DPM: train PDAE, then write reconstructions, the gap plot and one-step denoising."""  # noqa: E501
     from pdae.errors import PdaeError
 
     if (out / "ema.safetensors").exists():
         raise PdaeError(f"{out} already holds a demo run; remove it or pass another --out")
     fit(out=out, images=images, checkpoint_every=images, threads=threads)
-    reconstruct(run=out, out=out / "reconstructions.png", inversion_steps=50, decoding_steps=50, threads=threads)
+    reconstruct(run=out, out=out / "reconstructions.png", inversion_steps=50, decoding_steps=50,
+                threads=threads)
     gap(run=out, out=out / "gap.png", limit=128, num_t=25, threads=threads)
     denoise_one_step(run=out, out=out / "one_step.png", threads=threads)
     evaluate_quick(out, eval_images)
 
 
 def evaluate_quick(run: Path, num_images: int = 100) -> None:
-    """The demo's held-out reconstruction MSE and SSIM (inferred x_T, 50/50 steps) on the first test images."""
+    """The demo's held-out reconstruction MSE and SSIM (inferred x_T, 50/50 steps) on the first test images."""  # noqa: E501
     from pdae.autoencode import StepCounts
     from pdae.evaluation import reconstruction_metrics
     from pdae.model import load_pdae
@@ -306,5 +316,6 @@ def evaluate_quick(run: Path, num_images: int = 100) -> None:
     (run / "demo_metrics.json").write_text(json.dumps(metrics, indent=2))
     o.console.print(f"[green]demo done[/]: pictures in {run}/ (reconstructions.png, gap.png, one_step.png)")
     o.console.print(f"held-out reconstruction on {num_images} MNIST test images, inferred x_T: "
-                    f"MSE {metrics['inferred_xT_mse']:.5f}, SSIM {metrics['inferred_xT_ssim']:.4f}; random x_T: "
+                    f"MSE {metrics['inferred_xT_mse']:.5f}, SSIM {metrics['inferred_xT_ssim']:.4f}; "
+                    f"random x_T: "
                     f"MSE {metrics['random_xT_mse']:.5f}, SSIM {metrics['random_xT_ssim']:.4f}")

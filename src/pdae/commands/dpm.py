@@ -27,7 +27,9 @@ def pretrain(
     data: o.Data = o.SHIPPED_MNIST,
     split: o.Split = "train",
     limit: o.Limit = None,
-    image_size: Annotated[int, typer.Option(help="Model resolution; images are resized and center-cropped.")] = 28,
+    image_size: Annotated[
+        int, typer.Option(help="Model resolution; images are resized and center-cropped.")
+    ] = 28,
     channels: Annotated[int, typer.Option(help="1 for grayscale, 3 for RGB.")] = 1,
     preset: Annotated[str, typer.Option(help="UNet size: tiny, small or base.")] = "small",
     schedule: Annotated[str, typer.Option(help="Noise schedule: linear or cosine.")] = "linear",
@@ -54,14 +56,17 @@ def pretrain(
     o.set_threads(threads)
     o.choice(preset, list(PRESETS), "preset")
     model_config = (saved_model_config(out) if resume
-                    else dpm_config(PRESETS[preset](image_size, channels), NoiseSchedule(schedule, timesteps)))
+                    else dpm_config(PRESETS[preset](image_size, channels),
+                                    NoiseSchedule(schedule, timesteps)))
     unet, noise_schedule = build_dpm(model_config)
-    dataset = open_dataset(data, image_size=unet.config.image_size, channels=unet.config.in_channels, split=split,
-                           limit=limit, hflip=hflip, skip_bad=skip_bad)
+    dataset = open_dataset(data, image_size=unet.config.image_size, channels=unet.config.in_channels,
+                           split=split, limit=limit, hflip=hflip, skip_bad=skip_bad)
     o.console.print(f"data: {dataset.describe()}")
-    o.console.print(f"model: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, {noise_schedule}")
+    o.console.print(f"model: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, "
+                    f"{noise_schedule}")
     cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed)
-    train(unet, EpsLoss(noise_schedule), dataset, cfg, out, model_config, resume=resume, description="pretrain")
+    train(unet, EpsLoss(noise_schedule), dataset, cfg, out, model_config, resume=resume,
+          description="pretrain")
     o.console.print(f"[green]done:[/] EMA weights in {out / 'ema.safetensors'}")
 
 
@@ -71,7 +76,9 @@ def sample(
     out: o.Out = Path("samples.png"),
     num: Annotated[int, typer.Option("--num", "-n", help="Number of samples.")] = 64,
     steps: Annotated[int, typer.Option(help="Sampling steps (respaced from the DPM's T).")] = 100,
-    sampler: Annotated[str, typer.Option(help="ddim (deterministic, eta 0) or ddpm (ancestral, eta 1).")] = "ddim",
+    sampler: Annotated[
+        str, typer.Option(help="ddim (deterministic, eta 0) or ddpm (ancestral, eta 1).")
+    ] = "ddim",
     seed: o.Seed = 0,
     batch_size: o.BatchSize = 256,
     npz: Annotated[Optional[Path], typer.Option(help="Also write the samples as an (N, C, H, W) array "

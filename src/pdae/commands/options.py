@@ -43,32 +43,43 @@ def choice(value: str, allowed: tuple[str, ...] | list[str], what: str) -> str:
     return value
 
 
-Images = Annotated[Path, typer.Argument(help="Images: an MNIST IDX folder, an image folder, an LMDB folder or an "
-                                        ".npz file. Default: the MNIST copy shipped with pdae.")]
-Data = Annotated[Path, typer.Option("--data", help="Training images: an MNIST IDX folder, an image folder, an "
-                                    "LMDB folder or an .npz file. Default: the MNIST copy shipped with pdae.")]
+Images = Annotated[Path, typer.Argument(help="Images: an MNIST IDX folder, an image folder, an LMDB folder "
+                                             "or an .npz file. Default: the MNIST copy shipped with pdae.")]
+Data = Annotated[Path, typer.Option("--data",
+                                    help="Training images: an MNIST IDX folder, an image folder, an LMDB "
+                                         "folder or an .npz file. "
+                                         "Default: the MNIST copy shipped with pdae.")]
 Split = Annotated[str, typer.Option(help="Dataset split, for datasets that have one (train or test).")]
 Limit = Annotated[Optional[int], typer.Option(help="Use only the first N images.")]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images with a warning.")]
 Seed = Annotated[int, typer.Option(help="Seed of every random draw; image i uses seed + i where it applies.")]
 BatchSize = Annotated[int, typer.Option(help="Images per forward pass.")]
-Run = Annotated[Path, typer.Argument(help="PDAE run folder or .safetensors file (default: the shipped MNIST PDAE).")]
+Run = Annotated[
+    Path, typer.Argument(help="PDAE run folder or .safetensors file (default: the shipped MNIST PDAE).")
+]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Where to write the result.")]
 
 # Training options, shared by every command that trains.
-TotalImages = Annotated[str, typer.Option("--images", help="Stop after this many training images (500k, 2M).")]
+TotalImages = Annotated[
+    str, typer.Option("--images", help="Stop after this many training images (500k, 2M).")
+]
 TrainBatch = Annotated[int, typer.Option("--batch-size", help="Global batch size over all processes.")]
 LearningRate = Annotated[float, typer.Option("--lr", help="AdamW learning rate.")]
 EmaHalflife = Annotated[str, typer.Option("--ema-halflife", help="EMA half-life in images.")]
-CheckpointEvery = Annotated[str, typer.Option("--checkpoint-every", help="Checkpoint every this many images.")]
-Bf16 = Annotated[bool, typer.Option("--bf16/--no-bf16", help="bf16 autocast (about 2x faster on CPU and GPU).")]
+CheckpointEvery = Annotated[
+    str, typer.Option("--checkpoint-every", help="Checkpoint every this many images.")
+]
+Bf16 = Annotated[
+    bool, typer.Option("--bf16/--no-bf16", help="bf16 autocast (about 2x faster on CPU and GPU).")
+]
 Hflip = Annotated[bool, typer.Option("--hflip", help="Random horizontal flips (not for digits).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")]
 
 
-def train_config(images: str, batch_size: int, lr: float, ema_halflife: str, checkpoint_every: str, bf16: bool,
-                 seed: int) -> TrainConfig:
+def train_config(images: str, batch_size: int, lr: float, ema_halflife: str, checkpoint_every: str,
+                 bf16: bool, seed: int) -> TrainConfig:
     return TrainConfig(total_images=parse_count(images), batch_size=batch_size, lr=lr,
-                       ema_halflife_images=parse_count(ema_halflife), checkpoint_images=parse_count(checkpoint_every),
+                       ema_halflife_images=parse_count(ema_halflife),
+                       checkpoint_images=parse_count(checkpoint_every),
                        bf16=bf16, seed=seed)

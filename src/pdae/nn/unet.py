@@ -122,7 +122,8 @@ class ResBlock(TimestepBlock):
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
-        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(),
+                                       nn.Conv2d(channels, out_channels, 3, padding=1))
         self.updown = up or down
         if up:
             self.h_upd, self.x_upd = Upsample(channels, False), Upsample(channels, False)
@@ -134,7 +135,8 @@ class ResBlock(TimestepBlock):
             normalization(out_channels), nn.SiLU(), nn.Dropout(dropout),
             zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
         )
-        self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+        self.skip_connection = (nn.Identity() if out_channels == channels
+                                else nn.Conv2d(channels, out_channels, 1))
         if latent_dim is not None:
             self.z_layers = nn.Linear(latent_dim, 2 * out_channels)
 
@@ -217,9 +219,10 @@ class UNet(nn.Module):
         return self.config.out_channels * (2 if self.config.learn_sigma else 1)
 
     @staticmethod
-    def _resblock(cfg: UNetConfig, ch: int, emb_dim: int, out: int | None = None, latent_dim: int | None = None,
-                  **updown: bool) -> ResBlock:
-        return ResBlock(ch, emb_dim, cfg.dropout, out, cfg.use_scale_shift_norm, latent_dim=latent_dim, **updown)
+    def _resblock(cfg: UNetConfig, ch: int, emb_dim: int, out: int | None = None,
+                  latent_dim: int | None = None, **updown: bool) -> ResBlock:
+        return ResBlock(ch, emb_dim, cfg.dropout, out, cfg.use_scale_shift_norm, latent_dim=latent_dim,
+                        **updown)
 
     @staticmethod
     def _attention(cfg: UNetConfig, ch: int) -> AttentionBlock:
@@ -253,7 +256,8 @@ class UNet(nn.Module):
                      ) -> TimestepEmbedSequential:
         """The bottleneck: ResBlock, attention, ResBlock (z-modulated when latent_dim is given)."""
         return TimestepEmbedSequential(cls._resblock(cfg, ch, emb_dim, latent_dim=latent_dim),
-                                       cls._attention(cfg, ch), cls._resblock(cfg, ch, emb_dim, latent_dim=latent_dim))
+                                       cls._attention(cfg, ch),
+                                       cls._resblock(cfg, ch, emb_dim, latent_dim=latent_dim))
 
     @classmethod
     def build_decoder(cls, cfg: UNetConfig, ch: int, emb_dim: int, skip_channels: list[int],
@@ -262,13 +266,14 @@ class UNet(nn.Module):
         skips, blocks, ds = list(skip_channels), nn.ModuleList(), 2 ** (len(cfg.channel_mult) - 1)
         for level, mult in list(enumerate(cfg.channel_mult))[::-1]:
             for i in range(cfg.num_res_blocks + 1):
-                layers: list[nn.Module] = [cls._resblock(cfg, ch + skips.pop(), emb_dim, cfg.model_channels * mult,
-                                                         latent_dim)]
+                layers: list[nn.Module] = [cls._resblock(cfg, ch + skips.pop(), emb_dim,
+                                                         cfg.model_channels * mult, latent_dim)]
                 ch = cfg.model_channels * mult
                 if ds in cfg.attention_resolutions:
                     layers.append(cls._attention(cfg, ch))
                 if level and i == cfg.num_res_blocks:
-                    layers.append(cls._resblock(cfg, ch, emb_dim, ch, latent_dim, up=True) if cfg.resblock_updown
+                    layers.append(cls._resblock(cfg, ch, emb_dim, ch, latent_dim, up=True)
+                                  if cfg.resblock_updown
                                   else Upsample(ch, cfg.conv_resample))
                     ds //= 2
                 blocks.append(TimestepEmbedSequential(*layers))
