@@ -12,8 +12,8 @@ import subprocess
 import sys
 from collections import defaultdict
 
-import pytest
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 import yaml
@@ -439,11 +439,12 @@ def test_pdae_fits_and_reconstructs_on_each_family(tmp_path, family):
     data = tmp_path / "data.npz"
     images = np.random.default_rng(0).integers(0, 256, (8, channels, size, size), dtype=np.uint8)
     np.savez(data, images=images)
-    result = runner.invoke(app, ["fit", "--dpm", str(dpm_path), "--out", str(tmp_path / "run"), "--data", str(data),
-                                 "--latent-dim", "8", "--images", "8", "--batch-size", "4", "--threads", "1"])
+    result = runner.invoke(app, ["fit", "--dpm", str(dpm_path), "--out", str(tmp_path / "run"),
+                                 "--data", str(data), "--latent-dim", "8", "--images", "8", "--batch-size", "4",
+                                 "--threads", "1"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["reconstruct", str(tmp_path / "run"), str(data), "--limit", "2",
-                                 "--inversion-steps", "2", "--decoding-steps", "2", "-o", str(tmp_path / "r.png"),
-                                 "--npz", str(tmp_path / "r.npz")])
+                                 "--inversion-steps", "2", "--decoding-steps", "2",
+                                 "-o", str(tmp_path / "r.png"), "--npz", str(tmp_path / "r.npz")])
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "r.npz")["inferred_xT"].shape == (2, channels, size, size)
