@@ -440,8 +440,8 @@ def test_pdae_fits_and_reconstructs_on_each_family(tmp_path, family):
     images = np.random.default_rng(0).integers(0, 256, (8, channels, size, size), dtype=np.uint8)
     np.savez(data, images=images)
     result = runner.invoke(app, ["fit", "--dpm", str(dpm_path), "--out", str(tmp_path / "run"),
-                                 "--data", str(data), "--latent-dim", "8", "--images", "8", "--batch-size", "4",
-                                 "--threads", "1"])
+                                 "--data", str(data), "--latent-dim", "8", "--images", "8",
+                                 "--batch-size", "4", "--threads", "1"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["reconstruct", str(tmp_path / "run"), str(data), "--limit", "2",
                                  "--inversion-steps", "2", "--decoding-steps", "2",
