@@ -31,7 +31,7 @@ class PDAEConfig:
     encoder_channels: int = 32
     gamma: float = 0.1
     init_from_dpm: bool = False
-    sampling_coef: str = "trained"
+    sampling_coef: str = "reference"
 
     def __post_init__(self) -> None:
         if self.sampling_coef not in SAMPLING_COEFS:

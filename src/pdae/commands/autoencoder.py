@@ -57,7 +57,7 @@ def fit(
     sampling_coef: Annotated[
         str, typer.Option(help="Shift coefficient when decoding: trained (-c_t, as in the loss) or "
                                "reference (sqrt(1 - abar_t)).")
-    ] = "trained",
+    ] = "reference",
     images: o.TotalImages = "200k",
     batch_size: o.TrainBatch = 64,
     lr: o.LearningRate = 2e-4,
