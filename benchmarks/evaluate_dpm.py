@@ -24,6 +24,7 @@ from rich.table import Table
 
 from pdae.checkpoint import resolve_weights_path
 from pdae.classifier import load_classifier, predict_proba
+from pdae.cli import run_reporting_errors
 from pdae.commands.options import SHIPPED_DPM, SHIPPED_MNIST
 from pdae.data import open_dataset
 from pdae.dpm import load_dpm
@@ -149,8 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except PdaeError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise SystemExit(2) from None
+    run_reporting_errors(main)

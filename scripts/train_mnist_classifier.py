@@ -18,9 +18,9 @@ from rich.console import Console
 
 from pdae.checkpoint import WEIGHTS_NAME
 from pdae.classifier import CrossEntropyLoss, accuracy, build_classifier, classifier_config
+from pdae.cli import run_reporting_errors
 from pdae.commands.options import SHIPPED_MNIST, parse_count
 from pdae.data import open_dataset
-from pdae.errors import PdaeError
 from pdae.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,8 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except PdaeError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise SystemExit(2) from None
+    run_reporting_errors(main)

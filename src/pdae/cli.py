@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import typer
 
@@ -20,13 +21,18 @@ for command in (autoencoder.demo, dpm.pretrain, dpm.sample, autoencoder.fit, aut
     app.command(name=command.__name__.replace("_", "-").replace("evaluate", "eval"))(command)
 
 
-def main() -> None:
-    """Entry point: user mistakes end with a one-line message and exit code 2, not a traceback."""
+def run_reporting_errors(entry: Callable[[], object]) -> None:
+    """Run a command: user mistakes end with a one-line message and exit code 2, not a traceback."""
     try:
-        app()
+        entry()
     except PdaeError as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: a training run continues with --resume")
         sys.exit(130)
+
+
+def main() -> None:
+    """The `pdae` entry point."""
+    run_reporting_errors(app)
