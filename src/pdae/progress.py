@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+# Under torchrun only rank 0 talks; the others would repeat every line.
+console = Console(stderr=True, quiet=os.environ.get("RANK", "0") != "0")
 
 
 class ProgressBar:

@@ -8,11 +8,10 @@ from typing import Annotated, Optional
 
 import torch
 import typer
-from rich.console import Console
 
+from pdae.progress import console  # noqa: F401 - the CLI's console, quiet on ranks > 0
 from pdae.training import TrainConfig
 
-console = Console(stderr=True)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHIPPED_MNIST = ASSETS / "mnist"
 SHIPPED_DPM = ASSETS / "checkpoints" / "mnist_dpm.safetensors"
