@@ -596,8 +596,13 @@ def _check_npz_labels(labels: np.ndarray, count: int, path: Path) -> np.ndarray:
     return labels
 
 
+def collate(dataset: Dataset, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the items at `indices` into (images, labels), loading them in this process."""
+    images, labels = zip(*(dataset[i] for i in indices))
+    return torch.stack(images), torch.as_tensor(labels)
+
+
 def iterate_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(images, labels) batches in dataset order, for encoding and evaluation."""
     for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        yield torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items])
+        yield collate(dataset, range(start, min(start + batch_size, len(dataset))))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -69,29 +70,29 @@ class NoiseSchedule:
         object.__setattr__(self, "custom_betas", tuple(betas.tolist()))  # JSON gives a list: keep it hashable
         return betas
 
-    @property
+    @cached_property  # computed once per schedule, read on every step
     def alphas(self) -> Tensor:
         return 1 - self.betas
 
-    @property
+    @cached_property
     def alpha_bar(self) -> Tensor:
         return torch.cumprod(self.alphas, 0)
 
-    @property
+    @cached_property
     def alpha_bar_prev(self) -> Tensor:
         """alpha_bar_{t-1}, with alpha_bar_{-1} = 1."""
         return torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]])
 
-    @property
+    @cached_property
     def snr(self) -> Tensor:
         return self.alpha_bar / (1 - self.alpha_bar)
 
-    @property
+    @cached_property
     def posterior_variance(self) -> Tensor:
         """Sigma_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) of q(x_{t-1} | x_t, x_0)."""
         return self.betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
 
-    @property
+    @cached_property
     def shift_coef(self) -> Tensor:
         """PDAE's c_t = -sqrt(alpha_t) (1 - alpha_bar_{t-1}) / sqrt(1 - alpha_bar_t): Sigma_t G in eps-space."""  # noqa: E501
         return -self.alphas.sqrt() * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar).sqrt()

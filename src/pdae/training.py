@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from pdae.checkpoint import WEIGHTS_NAME, load_training_state, save_training_state, save_weights
+from pdae.data import collate
 from pdae.errors import PdaeError
 from pdae.progress import progress_bar
 
@@ -87,12 +88,6 @@ def batch_indices(num_items: int, batch_size: int, seed: int, step: int,
         order = torch.randperm(num_items, generator=torch.Generator().manual_seed(step_seed(seed, epoch, -1)))
         indices += order[offset : offset + batch_size - len(indices)].tolist()
     return indices[ctx.rank :: ctx.world_size]
-
-
-def fetch_batch(dataset: Dataset, indices: list[int], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Load items in this process, after the step's seed is set, so augmentation is reproducible."""
-    images, labels = zip(*(dataset[i] for i in indices))
-    return torch.stack(images).to(device), torch.as_tensor(labels).to(device)
 
 
 def ema_decay(batch_images: int, images_seen: int, cfg: TrainConfig) -> float:
@@ -208,7 +203,8 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, r
             # Seed every random draw of this step: data order, augmentation, t, noise, dropout.
             torch.manual_seed(step_seed(cfg.seed, step, ctx.rank))
             indices = batch_indices(len(dataset), cfg.batch_size, cfg.seed, step, ctx)
-            x0, labels = fetch_batch(dataset, indices, ctx.device)
+            # Load after seeding, in this process, so that augmentation is reproducible.
+            x0, labels = (tensor.to(ctx.device) for tensor in collate(dataset, indices))
 
             # Accumulate gradients.
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
