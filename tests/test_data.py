@@ -187,11 +187,15 @@ def test_corrupt_image_raises_naming_it(folder):
         ds[4]
 
 
-def test_corrupt_image_skipped_with_warning(folder):
+def test_corrupt_image_skipped_with_one_line_each(folder, capsys):
     (folder / "dog" / "x.png").write_bytes(b"\x89PNG garbage")
-    with pytest.warns(UserWarning, match="x.png"):
-        ds = open_dataset(folder, image_size=8, channels=3, skip_bad=True)
+    (folder / "dog" / "y.png").write_bytes(b"")
+    ds = open_dataset(folder, image_size=8, channels=3, skip_bad=True)
     assert len(ds) == 4 and all(ds[i][0].shape == (3, 8, 8) for i in range(4))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("skipping unreadable image ") and "x.png" in lines[0]
+    assert "y.png" in lines[1] and lines[2] == f"skipped 2 of 6 images in {folder}"
 
 
 # ---------------------------------------------------------------- LMDB
@@ -283,20 +287,65 @@ def test_npz_nhwc_and_bad_range(tmp_path):
         open_dataset(tmp_path / "bad.npz", image_size=5, channels=1)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_npz_non_finite_pixels_name_the_file_and_image(tmp_path, bad):
+    images = np.full((5, 4, 4), 0.5, np.float32)
+    images[3, 1, 2] = bad
+    np.savez(tmp_path / "nan.npz", images=images)
+    with pytest.raises(DataError, match=r"nan\.npz: images must be finite; image 3 holds NaN or inf"):
+        open_dataset(tmp_path / "nan.npz", image_size=4, channels=1)
+
+
+def test_npz_pixel_checks_run_in_chunks(tmp_path, monkeypatch):
+    import pdae.data.npz as npz_source
+
+    monkeypatch.setattr(npz_source, "_CHECK_BYTES", 2 * 4 * 4 * 4)  # two float32 4x4 images a chunk
+    images = np.full((7, 4, 4), 0.5, np.float32)
+    images[6, 0, 0] = np.nan
+    np.savez(tmp_path / "late.npz", images=images)
+    with pytest.raises(DataError, match="image 6 holds"):
+        open_dataset(tmp_path / "late.npz", image_size=4, channels=1)
+    images[6, 0, 0], images[0, 0, 0], images[5, 3, 3] = 0.5, -0.25, 1.5
+    np.savez(tmp_path / "range.npz", images=images)
+    with pytest.raises(DataError, match=r"found \[-0.25, 1.5\]"):  # over every chunk
+        open_dataset(tmp_path / "range.npz", image_size=4, channels=1)
+
+
+def test_npz_written_by_savez_is_memory_mapped(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 5, 7, 3), dtype=np.uint8)
+    labels = np.arange(6) % 4
+    np.savez(tmp_path / "m.npz", images=images, labels=labels)
+    np.savez_compressed(tmp_path / "z.npz", images=images, labels=labels)
+    np.save(tmp_path / "a.npy", images)
+    mapped, compressed, plain = (open_dataset(tmp_path / name, image_size=4, channels=3)
+                                 for name in ("m.npz", "z.npz", "a.npy"))
+    assert isinstance(mapped.source.images, np.memmap)
+    assert not isinstance(compressed.source.images, np.memmap)  # loaded whole, silently
+    assert isinstance(plain.source.images, np.memmap) and plain.describe().startswith("npy dataset")
+    eager = [torch.stack([x for x, _ in (ds[i] for i in range(6))]) for ds in (mapped, compressed, plain)]
+    assert torch.equal(eager[0], eager[1]) and torch.equal(eager[0], eager[2])
+    assert [mapped[i][1] for i in range(6)] == labels.tolist() == [compressed[i][1] for i in range(6)]
+    again = pickle.loads(pickle.dumps(mapped))  # what spawned workers receive: the map, not the pixels
+    assert mapped.source.__getstate__()["images"] is None and isinstance(again.source.images, np.memmap)
+    assert torch.equal(again[5][0], mapped[5][0])
+
+
 # ---------------------------------------------------------------- common
 
 
-def test_hflip_flips_some_draws(tmp_path):
+def test_hflip_is_drawn_from_seed_epoch_and_index(tmp_path):
     images = np.arange(16, dtype=np.uint8).reshape(1, 4, 4) * 16
     np.savez(tmp_path / "h.npz", images=images)
     plain = open_dataset(tmp_path / "h.npz", image_size=4, channels=1)[0][0]
     flipping = open_dataset(tmp_path / "h.npz", image_size=4, channels=1, hflip=True)
-    torch.manual_seed(0)
-    draws = [flipping[0][0] for _ in range(8)]
+    draws = [flipping[0, seed, epoch][0] for seed in range(4) for epoch in range(4)]
     assert any(torch.equal(d, torch.flip(plain, [-1])) for d in draws)
     assert any(torch.equal(d, plain) for d in draws)
-    torch.manual_seed(0)
-    assert all(torch.equal(d, flipping[0][0]) for d in draws)  # same seed, same flips
+    torch.manual_seed(0)  # the global RNG plays no part
+    assert all(torch.equal(d, flipping[0, seed, epoch][0])
+               for d, (seed, epoch) in zip(draws, [(s, e) for s in range(4) for e in range(4)]))
+    assert torch.equal(flipping[0][0], flipping[0, 0, 0][0])  # a plain index is (index, 0, 0)
 
 
 def test_nonexistent_and_unsupported_sources(tmp_path):

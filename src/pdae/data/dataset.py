@@ -1,0 +1,116 @@
+"""The dataset over any source: format detection from the path, item range, labels and seeded flips."""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pdae.data.folder import FolderSource
+from pdae.data.idx import IdxSource, is_idx_dir
+from pdae.data.lmdb import LmdbSource
+from pdae.data.npz import NpzSource
+from pdae.data.source import ACCEPTED, Source, Spec
+from pdae.errors import DataError
+
+ItemKey = int | tuple[int, int, int]  # an index, or (index, seed, epoch) that seeds its augmentation
+
+
+class ImageDataset(Dataset):
+    """(image, label) items from one source, with an optional length limit and horizontal flips.
+
+    A flip is drawn from (seed, epoch, index) of the item's key, never from a global RNG, so that an
+    item looks the same in any process and after any resume; a plain index draws with seed 0, epoch 0.
+    """
+
+    def __init__(self, source: Source, *, limit: int | None = None, hflip: bool = False) -> None:
+        self.source = source
+        self.hflip = hflip
+        self.length = len(source) if limit is None else min(limit, len(source))
+        self.num_classes = source.num_classes
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: ItemKey) -> tuple[torch.Tensor, int]:
+        i, seed, epoch = key if isinstance(key, tuple) else (key, 0, 0)
+        i = operator.index(i)
+        if not 0 <= i < self.length:
+            raise IndexError(f"index {i} out of range for a dataset of {self.length} items")
+        x = self.source.image(i)
+        if self.hflip and _coin(seed, epoch, i):
+            x = x.flip(-1)
+        labels = self.source.labels
+        return x, -1 if labels is None else int(labels[i])
+
+    def describe(self) -> str:
+        """One line for logs: kind, path, item count, split and classes."""
+        classes = f", {self.num_classes} classes" if self.num_classes else ""
+        split = self.source.split or "n/a"
+        return f"{self.source.kind} dataset {self.source.path}: {self.length} images, split {split}{classes}"
+
+
+def _coin(seed: int, epoch: int, index: int) -> bool:
+    """A fair coin toss that depends on (seed, epoch, index) only."""
+    return bool(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0] & 1)
+
+
+def open_dataset(source: str | Path, *, image_size: int, channels: int, split: str = "train",
+                 limit: int | None = None, hflip: bool = False, labels: str | Path | None = None,
+                 skip_bad: bool = False) -> ImageDataset:
+    """Open `source` in whichever supported format it is, as (image, label) items in [-1, 1]."""
+    _check_options(image_size, channels, limit)
+    spec = Spec(image_size, channels, split, labels, skip_bad)
+    return ImageDataset(_open_source(Path(source), spec), limit=limit, hflip=hflip)
+
+
+def _check_options(image_size: int, channels: int, limit: int | None) -> None:
+    """Reject option values no format can honour, before touching the disk."""
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}")
+    if image_size < 1:
+        raise DataError(f"image_size must be positive, got {image_size}")
+    if limit is not None and limit < 0:
+        raise DataError(f"limit must be >= 0, got {limit}")
+
+
+def _open_source(path: Path, spec: Spec) -> Source:
+    """Detect the format of `path` and build the matching source."""
+    if not path.exists():
+        raise DataError(f"dataset source {path} does not exist")
+    if path.is_file():
+        return _open_file(path, spec)
+    if is_idx_dir(path):
+        return IdxSource(_no_labels_option(path, spec), spec)
+    root = _split_root(path, spec.split)
+    if (root / "data.mdb").is_file():
+        return LmdbSource(_no_labels_option(root, spec), spec, split=spec.split if root != path else None)
+    return FolderSource(root, path, spec)
+
+
+def _open_file(path: Path, spec: Spec) -> Source:
+    """Open a single-file source: an .npz or .npy array file, or the data.mdb inside an LMDB folder."""
+    if path.suffix.lower() in (".npz", ".npy"):
+        return NpzSource(_no_labels_option(path, spec), spec)
+    if path.name == "data.mdb":
+        return LmdbSource(_no_labels_option(path.parent, spec), spec, split=None)
+    raise DataError(f"{path} is not a supported dataset; {ACCEPTED}")
+
+
+def _no_labels_option(path: Path, spec: Spec) -> Path:
+    """Refuse `labels=` for formats that carry their own labels (or none), so it is never silently ignored."""
+    if spec.labels is not None:
+        raise DataError(f"labels={str(spec.labels)!r} applies only to image folders, not to {path}")
+    return path
+
+
+def _split_root(path: Path, split: str) -> Path:
+    """Use the `split` sub-folder when the folder is divided into train/ and test/, else the folder itself."""
+    if not ((path / "train").is_dir() and (path / "test").is_dir()):
+        return path
+    if not (path / split).is_dir():
+        raise DataError(f"{path} has train/ and test/ sub-folders but no {split}/ for split {split!r}")
+    return path / split
