@@ -3,6 +3,7 @@ exact resume, and data-parallel training over two processes (gloo)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -17,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pdae.checkpoint import WEIGHTS_NAME, load_training_state, load_weights
-from pdae.data import open_dataset
+from pdae.data import EpochBatches, epoch_permutation, open_dataset, training_batches
 from pdae.dpm import build_dpm, dpm_config, load_dpm
 from pdae.errors import PdaeError
 from pdae.losses import EpsLoss
@@ -28,7 +29,6 @@ from pdae.training import (
     TRAIN_STATE_NAME,
     DistributedContext,
     TrainConfig,
-    batch_indices,
     ema_decay,
     learning_rate,
     train,
@@ -160,6 +160,11 @@ def test_learning_rate_warmup():
 SINGLE = DistributedContext(0, 1)
 
 
+def batch_indices(num_items: int, batch: int, seed: int, step: int, ctx: DistributedContext) -> list[int]:
+    """This rank's indices of global batch `step`, from a stream that starts there (as a resumed run's)."""
+    return next(iter(EpochBatches(num_items, batch, seed, step, ctx.rank, ctx.world_size)))
+
+
 @pytest.mark.parametrize("num_items, batch", [(12, 4), (10, 4), (7, 3), (5, 8)])
 def test_batch_indices_cover_each_epoch_once(num_items, batch):
     steps = 3 * num_items  # long enough for 3 * batch full epochs
@@ -196,6 +201,32 @@ def test_batch_indices_rank_shares_disjoint_within_an_epoch():
     for step in range(3):  # 12 items, batch 4: steps 0..2 are one epoch
         a, b = (batch_indices(12, 4, 0, step, c) for c in ctxs)
         assert not set(a) & set(b)
+
+
+def test_each_epoch_order_is_built_once_not_per_step(monkeypatch):
+    import pdae.data.loader as loader
+
+    built = []
+
+    def counting(num_items: int, seed: int, epoch: int) -> list[int]:
+        built.append(epoch)
+        return epoch_permutation(num_items, seed, epoch)
+
+    monkeypatch.setattr(loader, "epoch_permutation", counting)
+    batches = list(itertools.islice(iter(EpochBatches(10, 4, 2, start_step=3)), 20))  # items 12..91
+    assert built == list(range(1, 10))  # epochs 1..9, once each, over 20 steps
+    monkeypatch.undo()
+    assert batches == [batch_indices(10, 4, 2, step, SINGLE) for step in range(3, 23)]
+
+
+def test_image_dataset_items_are_keyed_by_seed_and_epoch(tmp_path):
+    dataset = open_dataset(write_npz(tmp_path / "d.npz", count=10), image_size=8, channels=1, hflip=True)
+    keys = next(iter(EpochBatches(10, 4, 7, start_step=2, keyed=True)))  # items 8..11: epochs 0 and 1
+    assert [key[1:] for key in keys] == [(7, 0), (7, 0), (7, 1), (7, 1)]
+    assert [key[0] for key in keys] == batch_indices(10, 4, 7, 2, SINGLE)
+    x, labels = next(training_batches(dataset, 4, 7, start_step=2))
+    assert torch.equal(x, torch.stack([dataset[key][0] for key in keys]))
+    assert labels.tolist() == [dataset[key][1] for key in keys]
 
 
 # ---------------------------------------------------------------- train
@@ -313,6 +344,24 @@ def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path):
     for key, moments in state_a["optimizer"]["state"].items():
         for name, value in moments.items():
             assert torch.equal(value, state_b["optimizer"]["state"][key][name]), (key, name)
+
+
+def test_resume_with_workers_repeats_a_run_without_them(tmp_path):
+    torch.set_num_threads(1)
+    dataset = open_dataset(write_npz(tmp_path / "d.npz", count=10), image_size=8, channels=1, hflip=True)
+    cfg = TrainConfig(total_images=16, batch_size=4, lr=1e-3, warmup_images=0, checkpoint_images=8, seed=5)
+    net_a, schedule, config = tiny_dpm(seed=0, dropout=0.3)
+    train(net_a, EpsLoss(schedule), dataset, cfg, tmp_path / "a", config)
+
+    # stopped after step 2 of 4, then resumed; both halves load in two worker processes
+    net_b = tiny_dpm(seed=0, dropout=0.3)[0]
+    train(net_b, EpsLoss(schedule), dataset, replace(cfg, total_images=8, workers=2), tmp_path / "b", config)
+    net_b2 = tiny_dpm(seed=123, dropout=0.3)[0]
+    train(net_b2, EpsLoss(schedule), dataset, replace(cfg, workers=2), tmp_path / "b", config, resume=True)
+    assert mismatched(net_a.state_dict(), net_b2.state_dict()) == []
+    weights_a, _ = load_weights(tmp_path / "a" / WEIGHTS_NAME)
+    weights_b, _ = load_weights(tmp_path / "b" / WEIGHTS_NAME)
+    assert mismatched(weights_a, weights_b) == []
 
 
 def test_runs_with_another_seed_differ(tmp_path):

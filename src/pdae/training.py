@@ -1,8 +1,9 @@
 """The one training loop: every model pdae trains (base DPM, PDAE, latent DPM, classifiers) goes through it.
 
 Progress is counted in images, EMA is a half-life in images (EDM), so batch size and process count do
-not change what "train for N" means. Every random draw of a step (data order, augmentation, t, noise,
-dropout) is seeded from (seed, step, rank): a resumed run repeats an uninterrupted one exactly.
+not change what "train for N" means. Every random draw is seeded: the data order from (seed, epoch),
+augmentation from (seed, epoch, index), and t, noise and dropout from (seed, step, rank), so a resumed
+run repeats an uninterrupted one exactly, however many processes load the data.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from pdae.checkpoint import WEIGHTS_NAME, load_training_state, save_training_state, save_weights
-from pdae.data import collate
+from pdae.data import training_batches
 from pdae.errors import PdaeError
 from pdae.progress import progress_bar
 
@@ -47,6 +48,7 @@ class TrainConfig:
     bf16: bool = False
     checkpoint_images: int = 100_000
     seed: int = 0
+    workers: int = 0  # data-loading worker processes per training process; 0 loads in the training process
 
 
 @dataclass(frozen=True)
@@ -74,20 +76,8 @@ def init_distributed() -> DistributedContext:
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
-    """An independent seed per (run seed, step, rank); rank -1 seeds the shared data order."""
+    """An independent seed per (run seed, step, rank), for the step's t, noise and dropout."""
     return int(np.random.SeedSequence([seed, step, rank + 1]).generate_state(1)[0])
-
-
-def batch_indices(num_items: int, batch_size: int, seed: int, step: int,
-                  ctx: DistributedContext) -> list[int]:
-    """This process's share of global batch `step` in an endless stream of seeded epoch permutations."""
-    start = step * batch_size
-    indices: list[int] = []
-    while len(indices) < batch_size:
-        epoch, offset = divmod(start + len(indices), num_items)
-        order = torch.randperm(num_items, generator=torch.Generator().manual_seed(step_seed(seed, epoch, -1)))
-        indices += order[offset : offset + batch_size - len(indices)].tolist()
-    return indices[ctx.rank :: ctx.world_size]
 
 
 def ema_decay(batch_images: int, images_seen: int, cfg: TrainConfig) -> float:
@@ -195,16 +185,16 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, r
     total_steps = math.ceil(cfg.total_images / cfg.batch_size)
     checkpoint_every = max(1, cfg.checkpoint_images // cfg.batch_size)
     writer = open_tensorboard(run_dir) if ctx.is_main else None
+    batches = training_batches(dataset, cfg.batch_size, cfg.seed, step, ctx.rank, ctx.world_size, cfg.workers,
+                               pin_memory=ctx.device.type == "cuda")
     net.train()
     with progress_bar(description, total=total_steps * cfg.batch_size, completed=step * cfg.batch_size,
                       enabled=ctx.is_main) as bar:
         tick = time.perf_counter()
         while step < total_steps:
-            # Seed every random draw of this step: data order, augmentation, t, noise, dropout.
+            # Seed this step's t, noise and dropout; its batch is seeded by its epoch and items.
             torch.manual_seed(step_seed(cfg.seed, step, ctx.rank))
-            indices = batch_indices(len(dataset), cfg.batch_size, cfg.seed, step, ctx)
-            # Load after seeding, in this process, so that augmentation is reproducible.
-            x0, labels = (tensor.to(ctx.device) for tensor in collate(dataset, indices))
+            x0, labels = (tensor.to(ctx.device, non_blocking=True) for tensor in next(batches))
 
             # Accumulate gradients.
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):

@@ -68,6 +68,7 @@ def fit(
     seed: o.Seed = 0,
     resume: o.Resume = False,
     skip_bad: o.SkipBad = False,
+    workers: o.Workers = 0,
     threads: o.Threads = None,
 ) -> None:
     """Train PDAE's encoder and gradient estimator on a frozen pre-trained DPM."""
@@ -89,7 +90,7 @@ def fit(
     o.console.print(f"data: {dataset.describe()}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     o.console.print(f"PDAE: {trainable / 1e6:.2f}M trainable parameters, z of size {model.cfg.latent_dim}")
-    cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed)
+    cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed, workers)
     train(model, PDAELoss(model.schedule, model.cfg.gamma), dataset, cfg, out, model.to_config(),
           resume=resume, description="fit")
     o.console.print(f"[green]done:[/] {out / 'ema.safetensors'}")

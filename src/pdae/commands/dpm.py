@@ -44,6 +44,7 @@ def pretrain(
     seed: o.Seed = 0,
     resume: o.Resume = False,
     skip_bad: o.SkipBad = False,
+    workers: o.Workers = 0,
     threads: o.Threads = None,
 ) -> None:
     """Train an unconditional eps-prediction diffusion model (the DPM that PDAE builds on)."""
@@ -64,7 +65,7 @@ def pretrain(
     o.console.print(f"data: {dataset.describe()}")
     o.console.print(f"model: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, "
                     f"{noise_schedule}")
-    cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed)
+    cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed, workers)
     train(unet, EpsLoss(noise_schedule), dataset, cfg, out, model_config, resume=resume,
           description="pretrain")
     o.console.print(f"[green]done:[/] EMA weights in {out / 'ema.safetensors'}")

@@ -74,11 +74,14 @@ Bf16 = Annotated[
 ]
 Hflip = Annotated[bool, typer.Option("--hflip", help="Random horizontal flips (not for digits).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")]
+Workers = Annotated[
+    int, typer.Option(min=0, help="Data-loading worker processes (0: load in the main process).")
+]
 
 
 def train_config(images: str, batch_size: int, lr: float, ema_halflife: str, checkpoint_every: str,
-                 bf16: bool, seed: int) -> TrainConfig:
+                 bf16: bool, seed: int, workers: int) -> TrainConfig:
     return TrainConfig(total_images=parse_count(images), batch_size=batch_size, lr=lr,
                        ema_halflife_images=parse_count(ema_halflife),
                        checkpoint_images=parse_count(checkpoint_every),
-                       bf16=bf16, seed=seed)
+                       bf16=bf16, seed=seed, workers=workers)

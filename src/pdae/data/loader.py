@@ -36,7 +36,7 @@ def iterate_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[torch.T
 
 
 def epoch_permutation(num_items: int, seed: int, epoch: int) -> list[int]:
-    """The item order of `epoch`, seeded by (seed, epoch); the seed is training.step_seed(seed, epoch, -1)."""
+    """The item order of `epoch`, a permutation seeded by (seed, epoch) alone."""
     epoch_seed = int(np.random.SeedSequence([seed, epoch, 0]).generate_state(1)[0])
     return torch.randperm(num_items, generator=torch.Generator().manual_seed(epoch_seed)).tolist()
 
