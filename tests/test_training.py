@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from pdae.checkpoint import WEIGHTS_NAME, load_training_state, load_weights
 from pdae.data import EpochBatches, epoch_permutation, open_dataset, training_batches
 from pdae.dpm import build_dpm, dpm_config, load_dpm
-from pdae.errors import PdaeError
+from pdae.errors import DataError, PdaeError
 from pdae.losses import EpsLoss
 from pdae.nn.unet import UNetConfig
 from pdae.schedule import NoiseSchedule
@@ -217,6 +217,12 @@ def test_each_epoch_order_is_built_once_not_per_step(monkeypatch):
     assert built == list(range(1, 10))  # epochs 1..9, once each, over 20 steps
     monkeypatch.undo()
     assert batches == [batch_indices(10, 4, 2, step, SINGLE) for step in range(3, 23)]
+
+
+def test_an_empty_dataset_is_an_error_not_a_division_by_zero(tmp_path):
+    dataset = open_dataset(write_npz(tmp_path / "d.npz", count=4), image_size=8, channels=1, limit=0)
+    with pytest.raises(DataError, match="dataset is empty"):
+        training_batches(dataset, 4, 0)
 
 
 def test_image_dataset_items_are_keyed_by_seed_and_epoch(tmp_path):

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pdae.data.dataset import ImageDataset, ItemKey
+from pdae.errors import DataError
 
 
 def stack_items(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,6 +51,8 @@ class EpochBatches(Sampler[list[ItemKey]]):
 
     def __init__(self, num_items: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0,
                  world_size: int = 1, keyed: bool = False) -> None:
+        if num_items < 1:
+            raise DataError("the dataset is empty: there is nothing to draw training batches from")
         self.num_items, self.batch_size, self.seed, self.start_step = num_items, batch_size, seed, start_step
         self.rank, self.world_size, self.keyed = rank, world_size, keyed
 
