@@ -22,12 +22,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from pdae.backbones import load_dpm
 from pdae.checkpoint import resolve_weights_path
 from pdae.classifier import load_classifier, predict_proba
 from pdae.cli import run_reporting_errors
 from pdae.commands.options import SHIPPED_DPM, SHIPPED_MNIST
 from pdae.data import open_dataset
-from pdae.dpm import load_dpm
 from pdae.errors import PdaeError
 from pdae.images import save_grid
 from pdae.sampling import eps_of, sample_with_dpm

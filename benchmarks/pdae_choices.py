@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from pdae.backbones import load_dpm
 from pdae.commands.options import SHIPPED_DPM, SHIPPED_MNIST, parse_count
 from pdae.data import iterate_batches, open_dataset
-from pdae.dpm import load_dpm
 from pdae.evaluation import gap_report, probe_accuracy
 from pdae.losses import PDAELoss
 from pdae.model import PDAE, PDAEConfig

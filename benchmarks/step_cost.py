@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pdae.dpm import PRESETS
+from pdae.backbones import PRESETS
 from pdae.losses import EpsLoss, PDAELoss
 from pdae.model import PDAE, PDAEConfig
 from pdae.nn.unet import UNet

@@ -15,10 +15,9 @@ from diffusers import DDPMScheduler, UNet2DModel
 from typer.testing import CliRunner
 
 from pdae.autoencode import StepCounts, reconstruct
-from pdae.backbones import BlackBoxBackbone
+from pdae.backbones import BlackBoxBackbone, load_dpm
 from pdae.backbones.diffusers_unet import DiffusersBackbone, ZModulatedResnet
 from pdae.cli import app
-from pdae.dpm import load_dpm
 from pdae.errors import CheckpointError, PdaeError
 from pdae.losses import PDAELoss
 from pdae.model import PDAE, PDAEConfig, build_pdae, load_pdae

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from pdae.backbones import build_dpm, dpm_config, load_dpm
 from pdae.checkpoint import (
     WEIGHTS_NAME,
     atomic_write,
@@ -21,7 +22,6 @@ from pdae.checkpoint import (
     save_training_state,
     save_weights,
 )
-from pdae.dpm import build_dpm, dpm_config, load_dpm
 from pdae.errors import CheckpointError, PdaeError
 from pdae.nn.unet import UNetConfig
 from pdae.schedule import NoiseSchedule

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 import yaml
 from typer.testing import CliRunner
 
+from pdae.backbones import dpm_config, load_dpm
+from pdae.backbones.adm import legacy_qkv_layout
 from pdae.checkpoint import WEIGHTS_NAME, save_weights
 from pdae.cli import app
-from pdae.dpm import dpm_config, load_dpm
 from pdae.errors import CheckpointError
-from pdae.foreign import legacy_qkv_layout
 from pdae.nn.unet import AttentionBlock, UNet, UNetConfig
 from pdae.schedule import NoiseSchedule
 

@@ -17,9 +17,9 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import Dataset
 
+from pdae.backbones import build_dpm, dpm_config, load_dpm
 from pdae.checkpoint import WEIGHTS_NAME, load_training_state, load_weights
 from pdae.data import EpochBatches, epoch_permutation, open_dataset, training_batches
-from pdae.dpm import build_dpm, dpm_config, load_dpm
 from pdae.errors import DataError, PdaeError
 from pdae.losses import EpsLoss
 from pdae.nn.unet import UNetConfig

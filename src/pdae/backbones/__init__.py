@@ -1,45 +1,28 @@
-"""The backbone interface: a frozen pre-trained eps network split at its bottleneck (DESIGN.md §3).
+"""Every DPM family PDAE builds on, one module each, behind the backbone interface (pdae.backbones.protocol).
 
-PDAE calls, once per step and for both of its decoders:
-    emb = backbone.time_embedding(t)          # whatever the backbone's blocks are conditioned on
-    h, skips = backbone.encode(x_t, emb)      # frozen encoder half: bottleneck and skip activations
-    eps = backbone.decode(h, skips, emb)      # frozen decoder half, always eps (v and x0 converted)
-    G = backbone.make_shift_decoder(latent_dim, init_from_dpm)    # trainable, forward(h, skips, emb, z)
-`emb` and `skips` are opaque to PDAE: it only hands them back. Implementations: pdae's ADM `UNet`
-(guided-diffusion, Diff-AE, reference PDAE and pdae's own checkpoints), `DiffusersBackbone` (a diffusers
-UNet2DModel) and `BlackBoxBackbone` (any callable, with a stand-alone G).
+Families: pdae's own ADM checkpoints (adm), guided-diffusion (guided_diffusion), Diff-AE (diffae) and the
+reference PDAE (reference_pdae), all read into pdae's ADM UNet; diffusers UNet2DModels (diffusers_unet); and
+any callable (black_box). `loading` recognises a checkpoint's family; `files` reads files safely. Here:
+`build_backbone`, which rebuilds a saved backbone from its config, and the public names.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Callable
 
-from torch import Tensor, nn
+from torch import Tensor
 
+from pdae.backbones.adm import PRESETS, LoadedDPM, build_dpm
 from pdae.backbones.black_box import BLACK_BOX, BlackBoxBackbone
+from pdae.backbones.diffusers_folder import DIFFUSERS
+from pdae.backbones.loading import describe_dpm, load_dpm, open_dpm
+from pdae.backbones.protocol import Backbone
 from pdae.errors import CheckpointError
+from pdae.nn.unet import dpm_config
 from pdae.schedule import NoiseSchedule
 
-DIFFUSERS = "diffusers"
-
-__all__ = ["Backbone", "BlackBoxBackbone", "build_backbone"]
-
-
-class Backbone(Protocol):
-    """What PDAE needs from a frozen DPM; an nn.Module, so that PDAE registers it as `dpm`."""
-
-    image_size: int
-    in_channels: int
-
-    def time_embedding(self, t: Tensor) -> Any: ...
-
-    def encode(self, x_t: Tensor, emb: Any) -> tuple[Tensor, list[Tensor]]: ...
-
-    def decode(self, h: Tensor, skips: list[Tensor], emb: Any) -> Tensor: ...
-
-    def make_shift_decoder(self, latent_dim: int, init_from_dpm: bool = False) -> nn.Module: ...
-
-    def to_config(self, schedule: NoiseSchedule) -> dict: ...
+__all__ = ["PRESETS", "Backbone", "BlackBoxBackbone", "LoadedDPM", "build_backbone", "build_dpm",
+           "describe_dpm", "dpm_config", "load_dpm", "open_dpm"]
 
 
 def build_backbone(config: dict, black_box: Callable[[Tensor, Tensor], Tensor] | None = None
@@ -54,6 +37,4 @@ def build_backbone(config: dict, black_box: Callable[[Tensor, Tensor], Tensor] |
         return BlackBoxBackbone.from_config(config, black_box), NoiseSchedule(**config["schedule"])
     if family != "adm":
         raise CheckpointError(f"unknown backbone {family!r} in the checkpoint's config")
-    from pdae.dpm import build_dpm
-
     return build_dpm(config)

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from torch import Tensor, nn
 
-from pdae.dpm import PRESETS
+from pdae.backbones.adm import PRESETS
 from pdae.errors import CheckpointError, PdaeError
 from pdae.nn.unet import UNet, UNetConfig
 from pdae.sampling import EpsFn

@@ -20,10 +20,10 @@ from diffusers.models.resnet import ResnetBlock2D
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from pdae.backbones import DIFFUSERS
+from pdae.backbones.diffusers_folder import DIFFUSERS, MODEL_CONFIG, PIPELINE_INDEX
+from pdae.backbones.files import Flags, float_tensors, read_json, read_torch_file
 from pdae.checkpoint import load_state_strict
 from pdae.errors import CheckpointError
-from pdae.foreign import MODEL_CONFIG, PIPELINE_INDEX, Flags, float_tensors, read_json, read_torch_file
 from pdae.schedule import SCHEDULE_NAMES, NoiseSchedule
 
 SCHEDULER_CONFIG = "scheduler_config.json"

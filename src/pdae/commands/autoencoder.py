@@ -72,8 +72,8 @@ def fit(
     threads: o.Threads = None,
 ) -> None:
     """Train PDAE's encoder and gradient estimator on a frozen pre-trained DPM."""
+    from pdae.backbones import load_dpm
     from pdae.data import open_dataset
-    from pdae.dpm import load_dpm
     from pdae.losses import PDAELoss
     from pdae.model import PDAE, PDAEConfig, build_pdae
     from pdae.training import train

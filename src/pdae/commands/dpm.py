@@ -48,8 +48,8 @@ def pretrain(
     threads: o.Threads = None,
 ) -> None:
     """Train an unconditional eps-prediction diffusion model (the DPM that PDAE builds on)."""
+    from pdae.backbones import PRESETS, build_dpm, dpm_config
     from pdae.data import open_dataset
-    from pdae.dpm import PRESETS, build_dpm, dpm_config
     from pdae.losses import EpsLoss
     from pdae.schedule import NoiseSchedule
     from pdae.training import train
@@ -87,7 +87,7 @@ def sample(
     threads: o.Threads = None,
 ) -> None:
     """Draw samples from a DPM and write them as a PNG grid (and optionally an .npz array)."""
-    from pdae.dpm import load_dpm
+    from pdae.backbones import load_dpm
     from pdae.images import save_grid, save_npz
     from pdae.sampling import sample_with_dpm
 
@@ -112,7 +112,7 @@ def inspect_dpm(
         "default: <stem>.yaml or config.yaml next to the file.")] = None,
 ) -> None:
     """Say what a DPM checkpoint is, as pdae loads it: family, size, schedule, prediction, parameters."""
-    from pdae.foreign import describe_dpm, open_dpm
+    from pdae.backbones import describe_dpm, open_dpm
 
     for key, value in describe_dpm(open_dpm(path, config)).items():
         typer.echo(f"{key + ':':<19} {value}")

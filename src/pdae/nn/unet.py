@@ -53,6 +53,11 @@ class UNetConfig:
         return asdict(self)
 
 
+def dpm_config(unet: UNetConfig, schedule: NoiseSchedule) -> dict:
+    """The JSON that rebuilds a DPM: stored in its weights file's metadata."""
+    return {"kind": "dpm", "unet": unet.to_dict(), "schedule": schedule.to_config()}
+
+
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal embedding [cos, sin] of (possibly fractional) timesteps, as in guided-diffusion."""
     half = dim // 2
@@ -324,9 +329,7 @@ class UNet(nn.Module):
         return decoder
 
     def to_config(self, schedule: NoiseSchedule) -> dict:
-        """The JSON that rebuilds this DPM with its schedule (pdae.dpm.dpm_config)."""
-        from pdae.dpm import dpm_config  # lazy: pdae.dpm builds UNets
-
+        """The JSON that rebuilds this DPM with its schedule (pdae.backbones.adm.build_dpm reads it)."""
         return dpm_config(self.config, schedule)
 
 
