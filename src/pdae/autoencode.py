@@ -14,21 +14,26 @@ from pdae.sampling import SeededNoise, invert_ddim, sample_ddim, shifted_eps
 
 @dataclass(frozen=True)
 class StepCounts:
-    """How many DDIM steps inversion and decoding use; eta 0 decodes with DDIM, eta 1 with DDPM.
+    """How autoencoding runs: step counts, eta (0 decodes with DDIM, 1 with DDPM) and the x0 clamps.
 
-    Inversion clamps its predicted x0 to [-1, 1] only with clip_inversion (the reference code always does,
-    which keeps decoding from inverting encoding).
+    `clip_x0` clamps the predicted x0 to [-1, 1] in the inversion AND in the decoding of the inferred x_T:
+    one choice for both, so that decoding retraces the path the inversion took (off by default; the
+    reference code clamps during inversion only, which keeps decoding from inverting encoding).
+    `clip_random` is the clamp used when decoding from a random x_T, where there is no path to retrace; off
+    by default too, as measured (README: SSIM 0.818 unclamped vs 0.747 clamped on MNIST, MSE within 3 %).
     """
 
     inversion: int = 100
     decoding: int = 100
     eta: float = 0.0
-    clip_inversion: bool = False
+    clip_x0: bool = False
+    clip_random: bool = False
 
 
 @torch.no_grad()
 def encode(model: PDAE, x0: Tensor) -> Tensor:
-    return model.encode(x0)
+    """The semantic codes z of images in [-1, 1], on the model's device."""
+    return model.encode(x0.to(model.device))
 
 
 @torch.no_grad()
@@ -39,18 +44,29 @@ def infer_x_T(model: PDAE, x0: Tensor, z: Tensor, steps: int, clip_x0: bool = Fa
 
 @torch.no_grad()
 def decode(model: PDAE, z: Tensor, x_T: Tensor, steps: StepCounts,
-           noise_seeds: Sequence[int] | None = None) -> Tensor:
+           noise_seeds: Sequence[int] | None = None, clip_x0: bool | None = None) -> Tensor:
+    """Decode (z, x_T) with the shifted sampler; clamps x0 as `steps.clip_x0` unless `clip_x0` is given.
+
+    The default suits an inferred x_T (it retraces the inversion); pass `clip_x0=steps.clip_random` for a
+    random one.
+    """
     noise = SeededNoise(noise_seeds) if noise_seeds is not None else torch.randn_like
+    clip = steps.clip_x0 if clip_x0 is None else clip_x0
     return sample_ddim(shifted_eps(model, z), x_T, model.schedule, model.schedule.timesteps(steps.decoding),
-                       eta=steps.eta, noise=noise)
+                       eta=steps.eta, clip_x0=clip, noise=noise)
 
 
 @torch.no_grad()
 def reconstruct(model: PDAE, x0: Tensor, steps: StepCounts, seeds: Sequence[int]) -> dict[str, Tensor]:
-    """Decode each image from its z twice: from a random x_T (seeded per image) and from its inferred x_T."""
+    """Decode each image from its z twice: from a random x_T (seeded per image) and from its inferred x_T.
+
+    Runs on the model's device and returns there.
+    """
+    x0 = x0.to(model.device)
     z = encode(model, x0)
     noise = SeededNoise(seeds)
     x_T_random = noise(x0)
-    x_T_inferred = infer_x_T(model, x0, z, steps.inversion, steps.clip_inversion)
-    return {"random_xT": decode(model, z, x_T_random, steps, [s + 1 for s in seeds]),
-            "inferred_xT": decode(model, z, x_T_inferred, steps, [s + 1 for s in seeds])}
+    x_T_inferred = infer_x_T(model, x0, z, steps.inversion, steps.clip_x0)
+    decode_seeds = [s + 1 for s in seeds]
+    return {"random_xT": decode(model, z, x_T_random, steps, decode_seeds, clip_x0=steps.clip_random),
+            "inferred_xT": decode(model, z, x_T_inferred, steps, decode_seeds)}
