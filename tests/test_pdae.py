@@ -97,3 +97,35 @@ def test_config_rebuilds_the_same_architecture():
     assert rebuilt.cfg == model.cfg
     assert ({k: v.shape for k, v in rebuilt.state_dict().items()}
             == {k: v.shape for k, v in model.state_dict().items()})
+
+
+def test_shared_z_pathway_projects_z_once_and_feeds_every_block():
+    model = tiny_pdae(z_pathway="shared", init_from_dpm=True)  # no zero-initialised convs left in G
+    assert model.z_projection[0].out_features == model.dpm.embedding_dim
+    assert model.decoder.middle_block[0].z_layers.in_features == model.dpm.embedding_dim
+    with torch.no_grad():
+        for p in model.decoder.out.parameters():
+            p.normal_(0, 0.1)
+    x_t, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 70])
+    z = model.encode(torch.randn(2, 1, 8, 8))
+    _, shift = model.eps_and_shift(x_t, t, z)
+    _, moved = model.eps_and_shift(x_t, t, z + 1)
+    assert (shift - moved).abs().max() > 1e-4  # z reaches G through the projection
+    per_block = tiny_pdae()
+    assert not any(k.startswith("z_projection") for k in per_block.state_dict())  # old checkpoints load
+    rebuilt = build_pdae(model.to_config())
+    assert rebuilt.cfg.z_pathway == "shared" and set(rebuilt.state_dict()) == set(model.state_dict())
+
+
+def test_frozen_branch_keeps_full_precision_under_bf16_autocast():
+    model = tiny_pdae()
+    x_t, t, z = torch.randn(2, 1, 8, 8), torch.tensor([5, 60]), torch.randn(2, 8)
+    exact, _ = model.eps_and_shift(x_t, t, z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        guarded, shift = model.eps_and_shift(x_t, t, z)
+    assert guarded.dtype == torch.float32 and shift.dtype == torch.bfloat16
+    torch.testing.assert_close(guarded, exact)
+    fast = tiny_pdae(frozen_bf16=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rough, _ = fast.eps_and_shift(x_t, t, z)
+    assert (rough.float() - exact).abs().max() > 1e-4  # what the old behaviour gave G as its base

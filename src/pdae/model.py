@@ -21,22 +21,32 @@ from pdae.sampling import EpsFn
 from pdae.schedule import NoiseSchedule
 
 SAMPLING_COEFS = ("trained", "reference")
+Z_PATHWAYS = ("per_block", "shared")
 
 
 @dataclass(frozen=True)
 class PDAEConfig:
-    """What PDAE adds to a DPM. sampling_coef: 'trained' uses -c_t at sampling, 'reference' sqrt(1-abar_t)."""
+    """What PDAE adds to a DPM. sampling_coef: 'trained' uses -c_t at sampling, 'reference' sqrt(1-abar_t).
+
+    frozen_bf16 lets the frozen DPM run under the training's bf16 autocast too (faster, less accurate).
+    z_pathway: 'per_block' gives every block of G its own affine map of z; 'shared' projects z once to the
+    DPM's time-embedding width (+ SiLU), which each block then maps with its own Linear (the reference's).
+    """
 
     latent_dim: int = 64
     encoder_channels: int = 32
     gamma: float = 0.1
     init_from_dpm: bool = False
     sampling_coef: str = "reference"
+    frozen_bf16: bool = False
+    z_pathway: str = "per_block"
 
     def __post_init__(self) -> None:
         if self.sampling_coef not in SAMPLING_COEFS:
             raise PdaeError(f"sampling coefficient must be one of {SAMPLING_COEFS}, "
                             f"got {self.sampling_coef!r}")
+        if self.z_pathway not in Z_PATHWAYS:
+            raise PdaeError(f"z pathway must be one of {Z_PATHWAYS}, got {self.z_pathway!r}")
 
 
 class PDAE(nn.Module):
@@ -48,24 +58,40 @@ class PDAE(nn.Module):
         self.dpm = dpm.eval().requires_grad_(False)
         self.encoder = Encoder(EncoderConfig(dpm.image_size, dpm.in_channels, cfg.latent_dim,
                                              cfg.encoder_channels))
-        self.decoder = dpm.make_shift_decoder(cfg.latent_dim, cfg.init_from_dpm)
+        shared = cfg.z_pathway == "shared"
+        self.z_projection = (nn.Sequential(nn.Linear(cfg.latent_dim, dpm.embedding_dim), nn.SiLU()) if shared
+                             else nn.Identity())
+        self.decoder = dpm.make_shift_decoder(dpm.embedding_dim if shared else cfg.latent_dim, cfg.init_from_dpm)
 
     def train(self, mode: bool = True) -> "PDAE":
         super().train(mode)
         self.dpm.eval()  # the frozen DPM never uses dropout
         return self
 
+    @property
+    def device(self) -> torch.device:
+        """Where E and G live (a black box's callable is the caller's to place)."""
+        return next(self.encoder.parameters()).device
+
+    @property
+    def frozen_dtype(self) -> torch.dtype:
+        """The frozen DPM's own floating dtype (float32 for a black box, whose callable holds no weights)."""
+        return next((p.dtype for p in self.dpm.parameters() if p.is_floating_point()), torch.float32)
+
     def encode(self, x0: Tensor) -> Tensor:
         return self.encoder(x0)
 
     def eps_and_shift(self, x_t: Tensor, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """The frozen eps_theta(x_t, t) and G(x_t, z, t); the DPM's encoder half runs once for both."""
-        with torch.no_grad():
+        # Under autocast the frozen branch still runs in its own precision unless frozen_bf16: in bf16 its
+        # eps error at small t is larger than the whole correction c_t G that G learns.
+        with torch.no_grad(), torch.autocast(x_t.device.type, enabled=self.cfg.frozen_bf16):
+            x_frozen = x_t if self.cfg.frozen_bf16 else x_t.to(self.frozen_dtype)
             emb = self.dpm.time_embedding(t)
-            h, skips = self.dpm.encode(x_t, emb)
+            h, skips = self.dpm.encode(x_frozen, emb)
             eps = self.dpm.decode(h, skips, emb)
         # Frozen features feed a trainable branch: contiguous copies avoid a CPU GroupNorm backward crash.
-        shift = self.decoder(h.contiguous(), [s.contiguous() for s in skips], emb, z)
+        shift = self.decoder(h.contiguous(), [s.contiguous() for s in skips], emb, self.z_projection(z))
         return eps, shift
 
     def forward(self, x_t: Tensor, t: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
@@ -74,8 +100,8 @@ class PDAE(nn.Module):
     def sampling_coef(self) -> Tensor:
         """k_t in eps_hat = eps_theta - k_t G: the trained -c_t, or the reference code's sqrt(1 - abar_t)."""
         if self.cfg.sampling_coef == "trained":
-            return -self.schedule.shift_coef
-        return (1 - self.schedule.alpha_bar).sqrt()
+            return self.schedule.trained_sampling_coef
+        return self.schedule.reference_sampling_coef
 
     def to_config(self) -> dict:
         return {"kind": "pdae", "dpm": self.dpm.to_config(self.schedule), "pdae": asdict(self.cfg)}

@@ -44,6 +44,7 @@ class NoiseSchedule:
     num_timesteps: int = 1000
     custom_betas: tuple[float, ...] | None = field(default=None, repr=False)
     betas: Tensor = field(init=False, repr=False, compare=False)
+    _device_copies: dict = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.name not in (*SCHEDULE_NAMES, CUSTOM):
@@ -97,6 +98,16 @@ class NoiseSchedule:
         """PDAE's c_t = -sqrt(alpha_t) (1 - alpha_bar_{t-1}) / sqrt(1 - alpha_bar_t): Sigma_t G in eps-space."""  # noqa: E501
         return -self.alphas.sqrt() * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar).sqrt()
 
+    @cached_property
+    def trained_sampling_coef(self) -> Tensor:
+        """k_t = -c_t: decoding with the coefficient G was trained with (eps_hat = eps_theta - k_t G)."""
+        return -self.shift_coef
+
+    @cached_property
+    def reference_sampling_coef(self) -> Tensor:
+        """k_t = sqrt(1 - alpha_bar_t): the classifier-guidance form the reference code samples with."""
+        return (1 - self.alpha_bar).sqrt()
+
     def loss_weight(self, gamma: float = 0.1) -> Tensor:
         """PDAE's lambda_t = SNR_t^gamma / (1 + SNR_t), the weighting of its eq. 10."""
         return self.snr**gamma / (1 + self.snr)
@@ -107,9 +118,24 @@ class NoiseSchedule:
         return padded[t.long().cpu() + 1].to(t.device)
 
     def at(self, coef: Tensor, t: Tensor, like: Tensor) -> Tensor:
-        """Gather coef[t] and shape it to broadcast against `like` (batch first), in like's dtype."""
-        values = coef[t.long().cpu()].to(device=like.device, dtype=like.dtype)
+        """Gather coef[t] and shape it to broadcast against `like` (batch first), in like's dtype.
+
+        The gather happens on t's device, from a copy of `coef` made once per device: no host
+        synchronisation per call on a GPU.
+        """
+        values = self.on_device(coef, t.device)[t.long()].to(device=like.device, dtype=like.dtype)
         return values.view(-1, *([1] * (like.dim() - 1)))
+
+    def on_device(self, coef: Tensor, device: torch.device) -> Tensor:
+        """`coef` on `device`, copied once and cached (the cache holds `coef` too, so its key stays unique)."""
+        if coef.device == device:
+            return coef
+        key = (coef.data_ptr(), coef.numel(), str(device))
+        source, copy = self._device_copies.get(key, (None, None))
+        if source is not coef:
+            copy = coef.to(device)
+            self._device_copies[key] = (coef, copy)
+        return copy
 
     def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (DDPM eq. 4)."""

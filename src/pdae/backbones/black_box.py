@@ -45,6 +45,10 @@ class BlackBoxBackbone(nn.Module):
         self.image_size, self.in_channels = image_size, in_channels
         self.shift_unet = shift_unet or PRESETS["small"](image_size, in_channels)
 
+    @property
+    def embedding_dim(self) -> int:
+        return self.shift_unet.model_channels * 4  # G's own time embedding
+
     def time_embedding(self, t: Tensor) -> Tensor:
         return t  # the black box embeds t itself
 

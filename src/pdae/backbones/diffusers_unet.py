@@ -60,6 +60,10 @@ class DiffusersBackbone(nn.Module):
     def in_channels(self) -> int:
         return self.unet.config.in_channels
 
+    @property
+    def embedding_dim(self) -> int:
+        return self.unet.time_embedding.linear_2.out_features
+
     def time_embedding(self, t: Tensor) -> TimeEmbedding:
         return TimeEmbedding(self.unet.time_embedding(self.unet.time_proj(t).to(self.unet.dtype)), t)
 

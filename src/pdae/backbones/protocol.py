@@ -24,6 +24,7 @@ class Backbone(Protocol):
 
     image_size: int
     in_channels: int
+    embedding_dim: int  # width of the time embedding G's blocks take (a shared z projection matches it)
 
     def time_embedding(self, t: Tensor) -> Any: ...
 

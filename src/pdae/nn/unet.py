@@ -194,7 +194,7 @@ class UNet(nn.Module):
         if cfg.image_size % 2 ** (len(cfg.channel_mult) - 1):
             raise PdaeError(f"image size {cfg.image_size} is not divisible by 2^{len(cfg.channel_mult) - 1}")
         ch = cfg.model_channels
-        emb_dim = ch * 4
+        emb_dim = self.embedding_dim
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if cfg.num_classes is not None:
             self.label_emb = nn.Embedding(cfg.num_classes, emb_dim)
@@ -212,6 +212,10 @@ class UNet(nn.Module):
     @property
     def in_channels(self) -> int:
         return self.config.in_channels
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.model_channels * 4
 
     @staticmethod
     def build_out(cfg: UNetConfig, channels: int) -> nn.Sequential:
