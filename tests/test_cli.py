@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pdae.cli import app
-from pdae.commands.options import parse_count
+from pdae.commands.options import SHIPPED_DPM, parse_count
 
 runner = CliRunner()
 COMMANDS = ["demo", "pretrain", "sample", "fit", "encode", "reconstruct", "gap", "denoise-one-step", "eval"]
@@ -34,6 +34,12 @@ def test_every_help_explains_itself(command):
     assert len(result.output) > 200
     if command is None:
         assert all(name in result.output for name in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_model_command_takes_a_device(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert "--device" in result.output
 
 
 def test_parse_count():
@@ -186,3 +192,56 @@ def test_shipped_pdae_reconstructs_held_out_digits(tmp_path):
     inferred = ((arrays["inferred_xT"] - arrays["inputs"]) ** 2).mean()
     random = ((arrays["random_xT"] - arrays["inputs"]) ** 2).mean()
     assert inferred < 0.01 and inferred < random
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    """Run `pdae ARGS` in this process as the entry point does; (exit code, everything printed)."""
+    from pdae.cli import run_reporting_errors
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_reporting_errors(lambda: app(list(args), prog_name="pdae"))
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out + captured.err
+
+
+BAD_INPUTS = [  # (arguments with {run}, {dpm}, {data}, {tmp} filled in, what the message must say)
+    (["sample", "--dpm", "{tmp}/missing"], "no checkpoint at"),
+    (["pretrain", "--out", "{tmp}/r", "--data", "{tmp}/nothing-here"], "does not exist"),
+    (["fit", "--out", "{tmp}/a-file", "--dpm", "{dpm}", "--data", "{data}"], "is a file, not a run folder"),
+    (["fit", "--out", "{tmp}/r", "--dpm", "{dpm}", "--data", "{data}", "--batch-size", "0"], "--batch-size"),
+    (["encode", "{run}", "{tmp}/nan.npz", "-o", "{tmp}/z.npz"], "must be finite"),
+    (["encode", "{run}", "{tmp}/a-file", "-o", "{tmp}/z.npz"], "not a supported dataset"),
+    (["encode", "{dpm}", "{data}", "-o", "{tmp}/z.npz"], "expected a PDAE checkpoint"),
+    (["reconstruct", "{run}", "{data}", "--sampler", "euler"], "unknown sampler"),
+    (["reconstruct", "{run}", "{data}", "--limit", "0"], "--limit"),
+    (["denoise-one-step", "{run}", "{data}", "--t", "ten"], "comma-separated integers"),
+    (["denoise-one-step", "{run}", "{data}", "--t", "5000"], "every t must be in"),
+    (["fit", "--out", "{tmp}/r", "--dpm", "{dpm}", "--data", "{data}", "--images", "lots"], "not a count"),
+    (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--preset", "huge"], "unknown preset"),
+    (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--schedule", "sigmoid"], "unknown noise schedule"),
+    (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--channels", "2"], "channels must be 1 or 3"),
+    (["sample", "--dpm", "{dpm}", "--steps", "0"], "number of steps must be in"),
+    (["sample", "--dpm", "{dpm}", "--device", "cuda:7"], "cuda"),
+    (["sample", "--dpm", "{dpm}", "--device", "gpu"], "unknown device"),
+    (["fit", "--out", "{tmp}/nothing", "--resume"], "nothing to resume"),
+    (["fit", "--out", "{run}", "--data", "{data}", "--resume", "--latent-dim", "16"],
+     "--latent-dim 16 (the run has 8)"),
+    (["fit", "--out", "{run}", "--data", "{data}", "--resume", "--dpm", "{shipped}"], "another DPM"),
+    (["inspect-dpm", "{tmp}/a-file"], "{tmp}/a-file"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_INPUTS])
+def test_bad_inputs_end_in_a_message_and_a_non_zero_exit_never_a_traceback(args, message, tiny_pdae_run,
+                                                                           tmp_path, capsys):
+    run, data = tiny_pdae_run
+    (tmp_path / "a-file").write_text("not a run, not images, not a checkpoint")
+    np.savez(tmp_path / "nan.npz", images=np.full((2, 8, 8), np.nan, dtype=np.float32))
+    before = {p: p.stat().st_mtime_ns for p in run.iterdir()}
+    fill = {"run": str(run), "dpm": str(run.parent / "dpm"), "data": str(data), "tmp": str(tmp_path),
+            "shipped": str(SHIPPED_DPM)}
+    code, output = run_cli(capsys, *(a.format(**fill) for a in args))
+    assert code not in (0, None), output
+    assert message.format(**fill) in " ".join(output.split()), output
+    assert "Traceback" not in output
+    assert {p: p.stat().st_mtime_ns for p in run.iterdir()} == before  # nothing of the run was touched

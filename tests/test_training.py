@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pdae.backbones import build_dpm, dpm_config, load_dpm
-from pdae.checkpoint import WEIGHTS_NAME, load_training_state, load_weights
+from pdae.checkpoint import WEIGHTS_NAME, load_training_state, load_weights, read_progress
 from pdae.data import EpochBatches, epoch_permutation, open_dataset, training_batches
 from pdae.errors import DataError, PdaeError
 from pdae.losses import EpsLoss
@@ -32,7 +32,7 @@ from pdae.training import (
     ema_decay,
     learning_rate,
     train,
-    update_ema,
+    TrainableEMA,
 )
 
 TINY_UNET = UNetConfig(image_size=8, in_channels=1, model_channels=32, out_channels=1, num_res_blocks=1,
@@ -110,32 +110,38 @@ def test_ema_decay_rampup():
     assert decays == sorted(decays)
 
 
-def test_update_ema_math_on_one_parameter():
+def test_ema_averages_the_trained_parameters_and_holds_nothing_else():
     class One(nn.Module):
         def __init__(self, value: float, buffer: float):
             super().__init__()
             self.w = nn.Parameter(torch.tensor([value]))
+            self.frozen = nn.Parameter(torch.tensor([5.0]), requires_grad=False)
             self.register_buffer("b", torch.tensor([buffer]))
 
-    ema, net = One(2.0, 0.0), One(4.0, 7.0)
-    update_ema(ema, net, 0.75)
-    assert ema.w.item() == pytest.approx(0.75 * 2.0 + 0.25 * 4.0)
-    assert ema.b.item() == 7.0  # buffers are copied, not averaged
+    net = One(2.0, 7.0)
+    ema = TrainableEMA(net)
+    assert set(ema.averages) == {"w"}  # no copy of frozen weights (PDAE's DPM) or buffers
+    net.w.data.fill_(4.0)
+    ema.update(0.75)
+    assert ema.averages["w"].item() == pytest.approx(0.75 * 2.0 + 0.25 * 4.0)
+    assert ema.full_state(net)["b"].item() == 7.0  # buffers come from the network
+    assert ema.full_state(net)["frozen"].item() == 5.0
     assert net.w.item() == 4.0 and net.b.item() == 7.0  # the network is untouched
-    assert ema.w.grad is None
 
     # one half-life of updates toward a fixed target halves the distance to it
     cfg = TrainConfig(ema_halflife_images=1000, ema_rampup_ratio=0.0)
-    ema, net = One(0.0, 0.0).double(), One(1.0, 0.0).double()
+    net = One(0.0, 0.0).double()
+    ema = TrainableEMA(net)
+    net.w.data.fill_(1.0)
     for _ in range(1000 // 10):
-        update_ema(ema, net, ema_decay(10, 10**6, cfg))
-    assert ema.w.item() == pytest.approx(0.5, abs=1e-9)
+        ema.update(ema_decay(10, 10**6, cfg))
+    assert ema.averages["w"].item() == pytest.approx(0.5, abs=1e-9)
 
-    update_ema(ema, net, 0.0)  # decay 0: a copy
-    assert ema.w.item() == 1.0
+    ema.update(0.0)  # decay 0: a copy
+    assert ema.averages["w"].item() == 1.0
     net.w.data.fill_(-3.0)
-    update_ema(ema, net, 1.0)  # decay 1: frozen
-    assert ema.w.item() == 1.0
+    ema.update(1.0)  # decay 1: frozen
+    assert ema.averages["w"].item() == 1.0
 
 
 # ---------------------------------------------------------------- learning rate
@@ -259,7 +265,11 @@ def test_train_lowers_the_loss_and_writes_a_run(tmp_path):
                       ema_rampup_ratio=0.0, checkpoint_images=10**9, seed=0)
     run = tmp_path / "run"
     ema = train(unet, EpsLoss(schedule), dataset, cfg, run, config, description="test")
-    after, ema_after = fixed_batch_loss(unet, schedule, x0), fixed_batch_loss(ema, schedule, x0)
+    assert ema is unet  # returned with its EMA weights in place; the raw ones are in the training state
+    state = load_training_state(run / TRAIN_STATE_NAME)
+    raw = tiny_dpm(seed=5)[0]
+    raw.load_state_dict(state["model"])
+    after, ema_after = fixed_batch_loss(raw, schedule, x0), fixed_batch_loss(ema, schedule, x0)
     assert after < 0.5 * before, (before, after)
     assert ema_after < 0.5 * before, (before, ema_after)
 
@@ -269,9 +279,7 @@ def test_train_lowers_the_loss_and_writes_a_run(tmp_path):
     weights, saved_config = load_weights(run / WEIGHTS_NAME)
     assert saved_config == json.loads(json.dumps(config))
     assert states_equal(weights, ema.state_dict())
-    state = load_training_state(run / TRAIN_STATE_NAME)
     assert state["step"] == 30
-    assert states_equal(state["model"], unet.state_dict())
     assert not states_equal(state["model"], weights)  # raw and EMA weights are different things
     assert state["optimizer"]["state"]  # Adam moments are kept
     loaded, _ = load_dpm(run)
@@ -286,9 +294,8 @@ def test_train_lowers_the_loss_and_writes_a_run(tmp_path):
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before_files
 
     # a finished run resumed with the same length does nothing more
-    again = train(unet, EpsLoss(schedule), dataset, cfg, run, config, resume=True)
+    again = train(tiny_dpm(seed=2)[0], EpsLoss(schedule), dataset, cfg, run, config, resume=True)
     assert states_equal(again.state_dict(), weights)
-    assert states_equal(unet.state_dict(), state["model"])
 
 
 def test_train_refuses_to_resume_nothing(tmp_path):
@@ -308,7 +315,7 @@ def test_train_refuses_to_resume_nothing(tmp_path):
 def test_train_rejects_a_batch_not_divisible_by_processes(tmp_path, monkeypatch):
     import pdae.training as training
 
-    monkeypatch.setattr(training, "init_distributed", lambda: DistributedContext(0, 3))
+    monkeypatch.setattr(training, "init_distributed", lambda device=None: DistributedContext(0, 3))
     unet, schedule, config = tiny_dpm()
     with pytest.raises(PdaeError, match="not divisible"):
         train(unet, EpsLoss(schedule), Patterns(4), TrainConfig(total_images=8, batch_size=4), tmp_path / "r",
@@ -406,7 +413,7 @@ def _ddp_worker(rank: int, port: int, npz: str, run_dir: str, out_dir: str) -> N
         cfg = TrainConfig(total_images=16, batch_size=8, lr=1e-3, warmup_images=0, checkpoint_images=8,
                           seed=3)
         ema = train(net, EpsLoss(schedule), dataset, cfg, Path(run_dir), config, description=f"rank {rank}")
-        torch.save({"model": net.state_dict(), "ema": ema.state_dict(), "world_size": dist.get_world_size()},
+        torch.save({"ema": ema.state_dict(), "world_size": dist.get_world_size()},
                    Path(out_dir) / f"rank{rank}.pt")
     finally:
         if dist.is_initialized():
@@ -421,18 +428,60 @@ def test_data_parallel_training_keeps_ranks_in_sync(tmp_path):
 
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert [r["world_size"] for r in results] == [2, 2]
-    assert mismatched(results[0]["model"], results[1]["model"]) == []
-    assert mismatched(results[0]["ema"], results[1]["ema"]) == []
+    assert mismatched(results[0]["ema"], results[1]["ema"]) == []  # raw weights in sync at every step
     initial = tiny_dpm(seed=0, dropout=0.1)[0].state_dict()
     # zero-initialised output layers: not all move in 2 steps
-    changed = mismatched(results[0]["model"], initial)
+    changed = mismatched(results[0]["ema"], initial)
     assert "out.2.weight" in changed and len(changed) >= 10
 
     # rank 0 wrote the run: config, EMA weights and the state of the last step
     assert (run / CONFIG_NAME).is_file()
     state = load_training_state(run / TRAIN_STATE_NAME)
     assert state["step"] == 2
-    assert mismatched(state["model"], results[0]["model"]) == []
+    assert mismatched(state["ema"], results[0]["ema"]) == []
     weights, _ = load_weights(run / WEIGHTS_NAME)
     assert mismatched(weights, results[0]["ema"]) == []
     assert not any(p.name.endswith(".tmp") for p in run.iterdir())
+
+
+def test_a_kill_between_the_two_checkpoint_writes_leaves_a_pair_that_resume_repairs(tmp_path, monkeypatch):
+    import pdae.training as training
+
+    torch.set_num_threads(1)
+    dataset = open_dataset(write_npz(tmp_path / "d.npz", count=10), image_size=8, channels=1)
+    cfg = TrainConfig(total_images=16, batch_size=4, lr=1e-3, warmup_images=0, checkpoint_images=8, seed=1)
+    net, schedule, config = tiny_dpm(seed=0)
+    reference = train(net, EpsLoss(schedule), dataset, cfg, tmp_path / "a", config)
+
+    real_save_weights, calls = training.save_weights, []
+
+    def dies_on_the_second_checkpoint(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed after the training state of step 4 was written
+        real_save_weights(path, *args, **kwargs)
+
+    monkeypatch.setattr(training, "save_weights", dies_on_the_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_dpm(seed=0)[0], EpsLoss(schedule), dataset, cfg, tmp_path / "b", config)
+    monkeypatch.setattr(training, "save_weights", real_save_weights)
+    assert load_training_state(tmp_path / "b" / TRAIN_STATE_NAME)["step"] == 4
+    assert read_progress(tmp_path / "b" / WEIGHTS_NAME) == {"step": 2}  # the weights lag one checkpoint
+
+    resumed = train(tiny_dpm(seed=9)[0], EpsLoss(schedule), dataset, cfg, tmp_path / "b", config, resume=True)
+    assert mismatched(resumed.state_dict(), reference.state_dict()) == []
+    weights, _ = load_weights(tmp_path / "b" / WEIGHTS_NAME)
+    assert mismatched(weights, load_weights(tmp_path / "a" / WEIGHTS_NAME)[0]) == []
+    assert read_progress(tmp_path / "b" / WEIGHTS_NAME) == {"step": 4}
+
+
+def test_the_training_state_holds_no_frozen_weights(tmp_path):
+    torch.set_num_threads(1)
+    net, schedule, config = tiny_dpm(seed=0)
+    net.time_embed.requires_grad_(False)  # frozen, like PDAE's DPM
+    cfg = TrainConfig(total_images=8, batch_size=4, warmup_images=0, seed=0)
+    train(net, EpsLoss(schedule), Patterns(4), cfg, tmp_path / "r", config)
+    state = load_training_state(tmp_path / "r" / TRAIN_STATE_NAME)
+    assert not any(k.startswith("time_embed.") for k in list(state["model"]) + list(state["ema"]))
+    weights, _ = load_weights(tmp_path / "r" / WEIGHTS_NAME)
+    assert "time_embed.0.weight" in weights  # the inference weights hold everything, once

@@ -38,11 +38,24 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 
 def save_weights(path: Path, state: dict[str, Tensor], config: dict,
-                 dtype: torch.dtype | None = None) -> None:
-    """Write a state dict (optionally cast, e.g. to fp16 for shipping) with `config` as JSON metadata."""
+                 dtype: torch.dtype | None = None, progress: dict | None = None) -> None:
+    """Write a state dict (optionally cast, e.g. to fp16 for shipping) with `config` as JSON metadata.
+
+    `progress` (e.g. the training step) is stored beside the config, not in it: the config only rebuilds.
+    """
     tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).detach().contiguous().cpu()
                for k, v in state.items()}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"config": json.dumps(config)}))
+    metadata = {"config": json.dumps(config), **({"progress": json.dumps(progress)} if progress else {})}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_progress(path: Path) -> dict:
+    """The progress a weights file was written at ({} when absent, or when there is no readable file)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("progress", "{}"))
+    except (SafetensorError, OSError, ValueError):
+        return {}
 
 
 def read_config(path: Path) -> dict:

@@ -18,17 +18,18 @@ def posterior_mean_gap(model: PDAE, x0: Tensor, timesteps: Tensor,
     Gaussian (the reference code draws it uniform). Since mu = (x_t - beta_t / sqrt(1 - abar_t) eps) /
     sqrt(alpha_t), the gap is (beta_t^2 / (alpha_t (1 - abar_t))) ||eps_pred - eps||^2.
     """
+    x0 = x0.to(model.device)
     schedule, z = model.schedule, model.encode(x0)
     gaps = {"dpm": [], "pdae": []}
     for step in timesteps.tolist():
-        t = torch.full((x0.shape[0],), step, dtype=torch.long)
-        eps = torch.randn(x0.shape, generator=generator)
+        t = torch.full((x0.shape[0],), step, dtype=torch.long, device=x0.device)
+        eps = torch.randn(x0.shape, generator=generator).to(x0.device)
         eps_theta, shift = model.eps_and_shift(schedule.q_sample(x0, t, eps), t, z)
         eps_hat = eps_theta + schedule.at(schedule.shift_coef, t, eps) * shift
         scale = (schedule.betas[step] ** 2 / (schedule.alphas[step] * (1 - schedule.alpha_bar[step]))).item()
         gaps["dpm"].append(scale * (eps_theta - eps).square().mean())
         gaps["pdae"].append(scale * (eps_hat - eps).square().mean())
-    return {name: torch.stack(values) for name, values in gaps.items()}
+    return {name: torch.stack(values).cpu() for name, values in gaps.items()}
 
 
 def integrate_over_t(values: Tensor, timesteps: Tensor) -> float:
@@ -39,14 +40,15 @@ def integrate_over_t(values: Tensor, timesteps: Tensor) -> float:
 @torch.no_grad()
 def one_step_denoise(model: PDAE, x0: Tensor, timesteps: list[int],
                      generator: torch.Generator) -> list[Tensor]:
-    """For each t: rows of x_t, the DPM's one-step x0 prediction, and PDAE's (with the shift)."""
+    """For each t: rows of x_t, the DPM's one-step x0 prediction, and PDAE's (with the shift); on the CPU."""
+    x0 = x0.to(model.device)
     schedule, z = model.schedule, model.encode(x0)
     decoder = shifted_eps(model, z)
     rows = []
     for step in timesteps:
-        t = torch.full((x0.shape[0],), step, dtype=torch.long)
-        x_t = schedule.q_sample(x0, t, torch.randn(x0.shape, generator=generator))
+        t = torch.full((x0.shape[0],), step, dtype=torch.long, device=x0.device)
+        x_t = schedule.q_sample(x0, t, torch.randn(x0.shape, generator=generator).to(x0.device))
         eps_theta, _ = model.eps_and_shift(x_t, t, z)
         rows += [x_t, schedule.x0_from_eps(x_t, t, eps_theta).clamp(-1, 1),
                  schedule.x0_from_eps(x_t, t, decoder(x_t, t)).clamp(-1, 1)]
-    return rows
+    return [row.cpu() for row in rows]

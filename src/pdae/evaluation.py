@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from pdae.autoencode import StepCounts, reconstruct
 from pdae.data import iterate_batches, to_unit_range
+from pdae.device import synchronize
 from pdae.diagnostics import integrate_over_t, posterior_mean_gap
 from pdae.losses import PDAELoss
 from pdae.metrics import linear_probe_accuracy, mse_per_image, ssim_per_image
@@ -19,16 +20,23 @@ from pdae.progress import progress_bar
 def reconstruction_metrics(model: PDAE, dataset: Dataset, steps: StepCounts, batch_size: int = 100,
                            seed: int = 0) -> dict:
     """MSE and SSIM on [0, 1] images, per image then averaged, for random and for inferred x_T."""
+    return {name: float(values.mean()) for name, values in
+            reconstruction_scores(model, dataset, steps, batch_size, seed).items()}
+
+
+def reconstruction_scores(model: PDAE, dataset: Dataset, steps: StepCounts, batch_size: int = 100,
+                          seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per-image MSE and SSIM on [0, 1] images for random and inferred x_T; image i uses seed + i."""
     scores: dict[str, list[torch.Tensor]] = {f"{k}_{m}": [] for k in ("random_xT", "inferred_xT")
                                              for m in ("mse", "ssim")}
     with progress_bar("reconstructing", total=len(dataset), fields=()) as bar:
         for start, (x0, _) in zip(range(0, len(dataset), batch_size), iterate_batches(dataset, batch_size)):
             outputs = reconstruct(model, x0, steps, seeds=range(seed + start, seed + start + len(x0)))
-            for name, image in outputs.items():
+            for name, image in ((name, image.cpu()) for name, image in outputs.items()):
                 scores[f"{name}_mse"].append(mse_per_image(to_unit_range(image), to_unit_range(x0)))
                 scores[f"{name}_ssim"].append(ssim_per_image(to_unit_range(image), to_unit_range(x0)))
             bar.update(len(x0))
-    return {name: float(torch.cat(values).mean()) for name, values in scores.items()}
+    return {name: torch.cat(values) for name, values in scores.items()}
 
 
 def gap_report(model: PDAE, x0: torch.Tensor, num_t: int = 50, seed: int = 0) -> dict:
@@ -50,7 +58,7 @@ def gap_report(model: PDAE, x0: torch.Tensor, num_t: int = 50, seed: int = 0) ->
 def encode_dataset(model: PDAE, dataset: Dataset, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     codes, labels = [], []
     for x0, y in iterate_batches(dataset, batch_size):
-        codes.append(model.encode(x0))
+        codes.append(model.encode(x0.to(model.device)).cpu())
         labels.append(y)
     return torch.cat(codes), torch.cat(labels)
 
@@ -63,16 +71,21 @@ def probe_accuracy(model: PDAE, train_set: Dataset, test_set: Dataset) -> float:
 def training_throughput(model: PDAE, x0: torch.Tensor, bf16: bool, steps: int = 5) -> float:
     """Images per second of full PDAE training steps (forward, backward, AdamW), after one warm-up step."""
     loss_fn = PDAELoss(model.schedule, model.cfg.gamma)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    device = model.device
+    x0 = x0.to(device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0,
+                            fused=device.type == "cuda")
     model.train()
     for step in range(steps + 1):
         if step == 1:
+            synchronize(device)
             start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(model, x0, torch.zeros(len(x0))).float().mean()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model, x0, torch.zeros(len(x0), device=device)).float().mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+    synchronize(device)
     model.eval()
     return steps * len(x0) / (time.perf_counter() - start)
 

@@ -82,7 +82,10 @@ def eps_of(unet: torch.nn.Module, channels: int) -> EpsFn:
 
 def sample_with_dpm(unet: torch.nn.Module, schedule: NoiseSchedule, num: int, steps: int, eta: float,
                     seeds: Sequence[int], batch_size: int = 256) -> Tensor:
-    """Unconditional samples from a DPM (a backbone), in batches, with a progress bar over images."""
+    """Unconditional samples from a DPM (a backbone) on its device, in batches, with a progress bar.
+
+    Returned on the CPU.
+    """
     from pdae.progress import progress_bar
 
     channels, size = unet.in_channels, unet.image_size
@@ -93,7 +96,8 @@ def sample_with_dpm(unet: torch.nn.Module, schedule: NoiseSchedule, num: int, st
         for start in range(0, num, batch_size):
             noise = SeededNoise(list(seeds)[start : start + batch_size])
             x_T = noise(torch.empty(len(noise.generators), channels, size, size, device=device))
-            batches.append(sample_ddim(eps_of(unet, channels), x_T, schedule, timesteps, eta, noise=noise))
+            images = sample_ddim(eps_of(unet, channels), x_T, schedule, timesteps, eta, noise=noise)
+            batches.append(images.cpu())
             bar.update(x_T.shape[0])
     return torch.cat(batches)
 

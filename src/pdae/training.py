@@ -8,7 +8,6 @@ run repeats an uninterrupted one exactly, however many processes load the data.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -23,7 +22,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from pdae.checkpoint import WEIGHTS_NAME, load_training_state, save_training_state, save_weights
+from pdae.checkpoint import (WEIGHTS_NAME, load_training_state, read_progress, save_training_state,
+                             save_weights)
 from pdae.data import training_batches
 from pdae.errors import PdaeError
 from pdae.progress import progress_bar
@@ -49,6 +49,8 @@ class TrainConfig:
     checkpoint_images: int = 100_000
     seed: int = 0
     workers: int = 0  # data-loading worker processes per training process; 0 loads in the training process
+    compile: bool = False  # torch.compile the network (1-2 minutes of compilation first)
+    log_every: int = 10  # steps between reads of the loss from the device (each read waits for the device)
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,19 @@ class DistributedContext:
         return self.rank == 0
 
 
-def init_distributed() -> DistributedContext:
-    """Join the process group when started by torchrun (NCCL on GPUs, gloo on the CPU); else one process."""
+def init_distributed(device: torch.device | None = None) -> DistributedContext:
+    """Join the process group when started by torchrun (NCCL on GPUs, gloo on the CPU); else one process.
+
+    `device` defaults to CUDA when available; under torchrun each process takes GPU LOCAL_RANK.
+    """
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.type == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
     if cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", device.index or 0)))
         torch.cuda.set_device(device)
     return DistributedContext(rank, world_size, device)
 
@@ -88,13 +94,37 @@ def ema_decay(batch_images: int, images_seen: int, cfg: TrainConfig) -> float:
     return 0.5 ** (batch_images / max(halflife, 1e-8))
 
 
-@torch.no_grad()
-def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
-    for p_ema, p in zip(ema.parameters(), net.parameters()):
-        if p.requires_grad:  # frozen weights (PDAE's DPM) are equal in both copies already
-            p_ema.lerp_(p.detach(), 1 - decay)
-    for b_ema, b in zip(ema.buffers(), net.buffers()):
-        b_ema.copy_(b)
+class TrainableEMA:
+    """EMA of the parameters that train, and nothing else: PDAE's frozen DPM is never copied."""
+
+    def __init__(self, net: nn.Module):
+        self.params = {name: p for name, p in net.named_parameters() if p.requires_grad}
+        self.averages = {name: p.detach().clone() for name, p in self.params.items()}
+
+    @torch.no_grad()
+    def update(self, decay: float) -> None:
+        torch._foreach_lerp_(list(self.averages.values()), [p.detach() for p in self.params.values()],
+                             1 - decay)
+
+    def full_state(self, net: nn.Module) -> dict[str, Tensor]:
+        """`net`'s state dict with the averages in place of the trained parameters: the inference weights."""
+        return {**net.state_dict(), **self.averages}
+
+
+def trainable_state(net: nn.Module) -> dict[str, Tensor]:
+    """What training changes: the parameters that require grad and the buffers (no frozen weights)."""
+    frozen = {name for name, p in net.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in net.state_dict().items() if k not in frozen}
+
+
+def load_trainable_state(net: nn.Module, saved: dict[str, Tensor], source: Path) -> None:
+    """Load `trainable_state` back, refusing a state that lacks any of it."""
+    expected = trainable_state(net)
+    missing = sorted(set(expected) - set(saved))
+    if missing:
+        raise PdaeError(f"{source} does not hold this model's trainable weights "
+                        f"(missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})")
+    net.load_state_dict({k: saved[k] for k in expected}, strict=False)
 
 
 def learning_rate(images_seen: int, cfg: TrainConfig) -> float:
@@ -104,6 +134,8 @@ def learning_rate(images_seen: int, cfg: TrainConfig) -> float:
 def prepare_run_dir(run_dir: Path, run_config: dict, resume: bool) -> dict | None:
     """Create the run folder; return the saved training state when resuming. Never overwrite a run."""
     state_path = run_dir / TRAIN_STATE_NAME
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PdaeError(f"{run_dir} is a file, not a run folder; choose another --out")
     if resume:
         if not state_path.is_file():
             raise PdaeError(f"nothing to resume: {state_path} does not exist")
@@ -136,13 +168,17 @@ def prepare_run_everywhere(run_dir: Path, run_config: dict, resume: bool,
     return state
 
 
-def save_checkpoint(run_dir: Path, net: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer,
+def save_checkpoint(run_dir: Path, net: nn.Module, ema: TrainableEMA, opt: torch.optim.Optimizer,
                     step: int, batch_size: int, model_config: dict) -> None:
-    """EMA weights for inference; everything --resume needs, EMA included, in one file written at once."""
-    save_weights(run_dir / WEIGHTS_NAME, ema.state_dict(), model_config)
-    state = {"step": step, "batch_size": batch_size, "model": net.state_dict(), "ema": ema.state_dict(),
+    """Everything --resume needs (no frozen weights), then the inference weights, each written atomically.
+
+    The state goes first and both carry the step: after a kill between the two writes, resuming sees
+    the weights lag behind the state and rewrites them from the state's EMA, so the pair never diverges.
+    """
+    state = {"step": step, "batch_size": batch_size, "model": trainable_state(net), "ema": ema.averages,
              "optimizer": opt.state_dict()}
     save_training_state(run_dir / TRAIN_STATE_NAME, state)
+    save_weights(run_dir / WEIGHTS_NAME, ema.full_state(net), model_config, progress={"step": step})
 
 
 def open_tensorboard(run_dir: Path):
@@ -155,12 +191,17 @@ def open_tensorboard(run_dir: Path):
 
 
 def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, run_dir: Path,
-          model_config: dict, resume: bool = False, description: str = "training") -> nn.Module:
-    """Train `net` (only its parameters that require grad) until cfg.total_images; return the EMA copy.
+          model_config: dict, resume: bool = False, description: str = "training",
+          device: torch.device | None = None) -> nn.Module:
+    """Train `net` (only its parameters that require grad) until cfg.total_images; return it with its EMA
+    weights loaded (the raw weights stay in the run's training state).
 
-    `model_config` is stored with the weights so that they rebuild their model on their own.
+    `model_config` is stored with the weights so that they rebuild their model on their own. `device`
+    defaults to CUDA when available, else the CPU.
     """
-    ctx = init_distributed()
+    ctx = init_distributed(device)
+    if cfg.batch_size < 1:
+        raise PdaeError(f"batch size must be at least 1, got {cfg.batch_size}")
     if cfg.batch_size % ctx.world_size:
         raise PdaeError(f"batch size {cfg.batch_size} is not divisible by {ctx.world_size} processes")
     run_dir = Path(run_dir)
@@ -170,27 +211,35 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, r
                         f"resume it with that batch size, not {cfg.batch_size}")
 
     net.to(ctx.device)
-    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    cuda = ctx.device.type == "cuda"
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+                            weight_decay=cfg.weight_decay, fused=cuda)
     step = 0
     if state is not None:
-        net.load_state_dict(state["model"])
+        load_trainable_state(net, state["model"], run_dir / TRAIN_STATE_NAME)
         opt.load_state_dict(state["optimizer"])
-        ema.load_state_dict(state["ema"])
         step = int(state["step"])
-    ddp_net = (nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device] if ctx.device.type == "cuda"
-               else None) if ctx.world_size > 1 else net)
+    ema = TrainableEMA(net)
+    if state is not None:
+        with torch.no_grad():
+            for name, average in ema.averages.items():
+                average.copy_(state["ema"][name])
+        if ctx.is_main and read_progress(run_dir / WEIGHTS_NAME).get("step") != step:
+            save_weights(run_dir / WEIGHTS_NAME, ema.full_state(net), model_config, progress={"step": step})
+    ddp_net = (nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device] if cuda else None)
+               if ctx.world_size > 1 else net)
+    step_net = torch.compile(ddp_net) if cfg.compile else ddp_net
 
     total_steps = math.ceil(cfg.total_images / cfg.batch_size)
     checkpoint_every = max(1, cfg.checkpoint_images // cfg.batch_size)
     writer = open_tensorboard(run_dir) if ctx.is_main else None
     batches = training_batches(dataset, cfg.batch_size, cfg.seed, step, ctx.rank, ctx.world_size, cfg.workers,
-                               pin_memory=ctx.device.type == "cuda")
+                               pin_memory=cuda)
     net.train()
     with progress_bar(description, total=total_steps * cfg.batch_size, completed=step * cfg.batch_size,
                       enabled=ctx.is_main) as bar:
-        tick = time.perf_counter()
+        tick, logged_step = time.perf_counter(), step
+        loss_sum = grad_norm_sum = torch.zeros((), device=ctx.device)
         while step < total_steps:
             # Seed this step's t, noise and dropout; its batch is seeded by its epoch and items.
             torch.manual_seed(step_seed(cfg.seed, step, ctx.rank))
@@ -198,7 +247,7 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, r
 
             # Accumulate gradients.
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = loss_fn(ddp_net, x0, labels).float().mean()
+                loss = loss_fn(step_net, x0, labels).float().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
 
@@ -211,21 +260,26 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, r
             step += 1
 
             # Update EMA.
-            update_ema(ema, net, ema_decay(cfg.batch_size, step * cfg.batch_size, cfg))
+            ema.update(ema_decay(cfg.batch_size, step * cfg.batch_size, cfg))
 
-            # Maintenance: progress, scalars, checkpoints.
-            now = time.perf_counter()
-            images_per_s = cfg.batch_size / max(now - tick, 1e-9)
-            tick = now
-            bar.update(cfg.batch_size, loss=loss.item(), images_per_s=images_per_s)
-            if writer is not None:
-                writer.add_scalar("train/loss", loss.item(), step * cfg.batch_size)
-                writer.add_scalar("train/grad_norm", float(grad_norm), step * cfg.batch_size)
-                writer.add_scalar("train/images_per_s", images_per_s, step * cfg.batch_size)
+            # Maintenance: progress, scalars (read from the device every log_every steps), checkpoints.
+            loss_sum, grad_norm_sum = loss_sum + loss.detach(), grad_norm_sum + grad_norm.detach()
+            if step % cfg.log_every == 0 or step == total_steps:
+                steps_done, now = step - logged_step, time.perf_counter()
+                mean_loss, mean_grad_norm = (float(v) / steps_done for v in (loss_sum, grad_norm_sum))
+                images_per_s = steps_done * cfg.batch_size / max(now - tick, 1e-9)
+                bar.update(steps_done * cfg.batch_size, loss=mean_loss, images_per_s=images_per_s)
+                if writer is not None:
+                    for name, value in (("loss", mean_loss), ("grad_norm", mean_grad_norm),
+                                        ("images_per_s", images_per_s)):
+                        writer.add_scalar(f"train/{name}", value, step * cfg.batch_size)
+                tick, logged_step = now, step
+                loss_sum = grad_norm_sum = torch.zeros((), device=ctx.device)
             if ctx.is_main and (step % checkpoint_every == 0 or step == total_steps):
                 save_checkpoint(run_dir, net, ema, opt, step, cfg.batch_size, model_config)
     if writer is not None:
         writer.close()
     if ctx.world_size > 1:
         dist.barrier()
-    return ema
+    net.load_state_dict(ema.full_state(net))
+    return net.eval()

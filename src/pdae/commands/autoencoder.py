@@ -16,10 +16,11 @@ from pdae.commands.dpm import saved_model_config
 Sampler = Annotated[str, typer.Option(help="Decoding: ddim (eta 0) or ddpm (ancestral, eta 1).")]
 InversionSteps = Annotated[int, typer.Option(help="DDIM steps of the inversion that infers x_T.")]
 DecodingSteps = Annotated[int, typer.Option(help="Steps of the decoding.")]
-ClipInversion = Annotated[bool, typer.Option("--clip-inversion",
-                                             help="Clamp the predicted x0 to [-1, 1] during "
-                                                  "inversion too (as the reference code does; decoding then "
-                                                  "no longer inverts encoding exactly).")]
+ClipX0 = Annotated[bool, typer.Option("--clip-x0", help="Clamp the predicted x0 to [-1, 1] in the inversion "
+                                     "and in the decoding of the inferred x_T: one choice for both, so that "
+                                     "decoding retraces the inversion (off by default).")]
+ClipRandom = Annotated[bool, typer.Option("--clip-random/--no-clip-random",
+                                          help="Clamp the predicted x0 when decoding from a random x_T.")]
 SamplingCoef = Annotated[Optional[str], typer.Option(help="Override the run's decoding coefficient: trained "
                                                      "(-c_t) or reference (sqrt(1 - abar_t)).")]
 
@@ -32,11 +33,13 @@ def open_images(images: Path, model, split: str, limit: int | None, skip_bad: bo
                         limit=limit, skip_bad=skip_bad)
 
 
-def step_counts(inversion_steps: int, decoding_steps: int, sampler: str, clip_inversion: bool = False):
+def step_counts(inversion_steps: int, decoding_steps: int, sampler: str, clip_x0: bool = False,
+                clip_random: bool = False):
     from pdae.autoencode import StepCounts
 
     o.choice(sampler, ("ddim", "ddpm"), "sampler")
-    return StepCounts(inversion_steps, decoding_steps, 1.0 if sampler == "ddpm" else 0.0, clip_inversion)
+    eta = 1.0 if sampler == "ddpm" else 0.0
+    return StepCounts(inversion_steps, decoding_steps, eta, clip_x0, clip_random)
 
 
 def fit(
@@ -58,6 +61,11 @@ def fit(
         str, typer.Option(help="Shift coefficient when decoding: trained (-c_t, as in the loss) or "
                                "reference (sqrt(1 - abar_t)).")
     ] = "reference",
+    z_pathway: Annotated[
+        str, typer.Option(help="How z reaches G's blocks: per_block (each block's own affine map of z) or "
+                               "shared (one projection to the time-embedding width, then a Linear per "
+                               "block, as the reference code does).")
+    ] = "per_block",
     images: o.TotalImages = "200k",
     batch_size: o.TrainBatch = 64,
     lr: o.LearningRate = 2e-4,
@@ -69,6 +77,8 @@ def fit(
     resume: o.Resume = False,
     skip_bad: o.SkipBad = False,
     workers: o.Workers = 0,
+    compile: o.Compile = False,
+    device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
     """Train PDAE's encoder and gradient estimator on a frozen pre-trained DPM."""
@@ -78,22 +88,47 @@ def fit(
     from pdae.model import PDAE, PDAEConfig, build_pdae
     from pdae.training import train
 
-    o.set_threads(threads)
+    target = o.prepare_runtime(threads, device)
     if resume:
-        model = build_pdae(saved_model_config(out))
+        config = saved_model_config(out)
+        saved = config["pdae"]
+        o.refuse_changed_on_resume(out, {
+            "latent_dim": (saved["latent_dim"], latent_dim),
+            "encoder_channels": (saved["encoder_channels"], encoder_channels),
+            "gamma": (saved["gamma"], gamma), "init_from_dpm": (saved["init_from_dpm"], init_from_dpm),
+            "sampling_coef": (saved["sampling_coef"], sampling_coef),
+            "z_pathway": (saved.get("z_pathway", "per_block"), z_pathway),
+            "dpm": ("another DPM", dpm) if o.typed("dpm") and not same_dpm(out, dpm) else (dpm, dpm)})
+        model = build_pdae(config)
     else:
         backbone, schedule = load_dpm(dpm)
         model = PDAE(backbone, schedule, PDAEConfig(latent_dim, encoder_channels, gamma, init_from_dpm,
-                                                    sampling_coef))
+                                                    sampling_coef, z_pathway=z_pathway))
     dataset = open_dataset(data, image_size=model.dpm.image_size, channels=model.dpm.in_channels, split=split,
                            limit=limit, hflip=hflip, skip_bad=skip_bad)
     o.console.print(f"data: {dataset.describe()}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     o.console.print(f"PDAE: {trainable / 1e6:.2f}M trainable parameters, z of size {model.cfg.latent_dim}")
-    cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed, workers)
+    cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed, workers,
+                         compile)
     train(model, PDAELoss(model.schedule, model.cfg.gamma), dataset, cfg, out, model.to_config(),
-          resume=resume, description="fit")
+          resume=resume, description="fit", device=target)
     o.console.print(f"[green]done:[/] {out / 'ema.safetensors'}")
+
+
+def same_dpm(run_dir: Path, dpm: Path) -> bool:
+    """Whether the DPM at `dpm` is the frozen DPM inside the PDAE run (architecture, schedule and weights)."""
+    import torch
+
+    from pdae.backbones import load_dpm
+    from pdae.checkpoint import load_weights, resolve_weights_path
+
+    backbone, schedule = load_dpm(dpm)
+    state, config = load_weights(resolve_weights_path(run_dir))
+    if json.dumps(backbone.to_config(schedule), sort_keys=True) != json.dumps(config["dpm"], sort_keys=True):
+        return False
+    return all(torch.equal(value.float(), state.get(f"dpm.{key}", torch.empty(0)))
+               for key, value in backbone.state_dict().items())
 
 
 def encode(
@@ -107,6 +142,7 @@ def encode(
     batch_size: o.BatchSize = 256,
     skip_bad: o.SkipBad = False,
     sampling_coef: SamplingCoef = None,
+    device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
     """Write the semantic code z of every image (and, with --x-T, its inferred x_T) to an .npz file."""
@@ -118,17 +154,18 @@ def encode(
     from pdae.model import load_pdae
     from pdae.progress import progress_bar
 
-    o.set_threads(threads)
-    model = load_pdae(run, sampling_coef)
+    target = o.prepare_runtime(threads, device)
+    model = load_pdae(run, sampling_coef).to(target)
     dataset = open_images(images, model, split, limit, skip_bad)
     arrays: dict[str, list] = {"z": [], "labels": [], **({"x_T": []} if x_T else {})}
     with torch.no_grad(), progress_bar("encoding", total=len(dataset), fields=()) as bar:
         for x0, labels in iterate_batches(dataset, batch_size):
+            x0 = x0.to(target)
             z = model.encode(x0)
-            arrays["z"].append(z)
+            arrays["z"].append(z.cpu())
             arrays["labels"].append(labels)
             if x_T:
-                arrays["x_T"].append(infer_x_T(model, x0, z, steps))
+                arrays["x_T"].append(infer_x_T(model, x0, z, steps).cpu())
             bar.update(len(x0))
     result = {k: torch.cat(v).numpy() for k, v in arrays.items()}
     atomic_write(out, lambda tmp: np.savez(open(tmp, "wb"), **result))
@@ -140,16 +177,18 @@ def reconstruct(
     images: o.Images = o.SHIPPED_MNIST,
     out: o.Out = Path("reconstructions.png"),
     split: o.Split = "test",
-    limit: Annotated[int, typer.Option(help="Number of images (the first N).")] = 16,
+    limit: Annotated[int, typer.Option(min=1, help="Number of images (the first N).")] = 16,
     inversion_steps: InversionSteps = 100,
     decoding_steps: DecodingSteps = 100,
     sampler: Sampler = "ddim",
-    clip_inversion: ClipInversion = False,
+    clip_x0: ClipX0 = False,
+    clip_random: ClipRandom = False,
     npz: Annotated[Optional[Path], typer.Option(help="Also write inputs and both reconstructions as "
                                                      "(N, C, H, W) arrays in [0, 1].")] = None,
     seed: o.Seed = 0,
     skip_bad: o.SkipBad = False,
     sampling_coef: SamplingCoef = None,
+    device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
     """Grid of rows: inputs, decodings from a random x_T, decodings from the inferred x_T."""
@@ -158,11 +197,11 @@ def reconstruct(
     from pdae.images import save_grid, save_npz
     from pdae.model import load_pdae
 
-    o.set_threads(threads)
-    model = load_pdae(run, sampling_coef)
+    target = o.prepare_runtime(threads, device)
+    model = load_pdae(run, sampling_coef).to(target)
     x0, _ = next(iterate_batches(open_images(images, model, split, limit, skip_bad), limit))
     outputs = run_reconstruct(model, x0,
-                              step_counts(inversion_steps, decoding_steps, sampler, clip_inversion),
+                              step_counts(inversion_steps, decoding_steps, sampler, clip_x0, clip_random),
                               seeds=range(seed, seed + len(x0)))
     save_grid(torch.cat([x0, outputs["random_xT"], outputs["inferred_xT"]]), out, ncols=len(x0))
     o.console.print(f"wrote {out} (rows: input, random x_T, inferred x_T; inversion {inversion_steps} steps, "
@@ -176,9 +215,10 @@ def gap(
     images: o.Images = o.SHIPPED_MNIST,
     out: o.Out = Path("gap.png"),
     split: o.Split = "test",
-    limit: Annotated[int, typer.Option(help="Held-out images to average over.")] = 256,
+    limit: Annotated[int, typer.Option(min=1, help="Held-out images to average over.")] = 256,
     num_t: Annotated[int, typer.Option(help="Number of evenly spaced t to evaluate.")] = 50,
     seed: o.Seed = 0,
+    device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
     """Plot the posterior-mean gap per t, DPM alone vs with PDAE's shift; write the numbers as JSON beside it."""  # noqa: E501
@@ -186,8 +226,8 @@ def gap(
     from pdae.evaluation import gap_report, plot_gap
     from pdae.model import load_pdae
 
-    o.set_threads(threads)
-    model = load_pdae(run)
+    target = o.prepare_runtime(threads, device)
+    model = load_pdae(run).to(target)
     x0, _ = next(iterate_batches(open_images(images, model, split, limit), limit))
     report = gap_report(model, x0, num_t, seed)
     plot_gap(report, out)
@@ -204,9 +244,10 @@ def denoise_one_step(
     images: o.Images = o.SHIPPED_MNIST,
     out: o.Out = Path("one_step.png"),
     split: o.Split = "test",
-    limit: Annotated[int, typer.Option(help="Number of images (columns).")] = 8,
+    limit: Annotated[int, typer.Option(min=1, help="Number of images (columns).")] = 8,
     t: Annotated[str, typer.Option(help="Comma-separated timesteps.")] = "100,300,500,700,900",
     seed: o.Seed = 0,
+    device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
     """One-step x0 predictions at several t: per t, rows of x_t, the DPM's prediction, PDAE's prediction."""
@@ -215,8 +256,8 @@ def denoise_one_step(
     from pdae.images import save_grid
     from pdae.model import load_pdae
 
-    o.set_threads(threads)
-    model = load_pdae(run)
+    target = o.prepare_runtime(threads, device)
+    model = load_pdae(run).to(target)
     try:
         timesteps = [int(v) for v in t.split(",")]
     except ValueError:
@@ -233,31 +274,40 @@ def evaluate(
     run: o.Run = o.SHIPPED_PDAE,
     images: o.Images = o.SHIPPED_MNIST,
     out: o.Out = Path("eval.json"),
-    limit: Annotated[int, typer.Option(help="Held-out test images for reconstruction.")] = 1000,
+    limit: Annotated[int, typer.Option(min=1, help="Held-out test images for reconstruction.")] = 1000,
     inversion_steps: InversionSteps = 100,
     decoding_steps: DecodingSteps = 100,
     probe_train: Annotated[int, typer.Option(help="Train-split images the linear probe is fit on.")] = 10000,
     gap_images: Annotated[int, typer.Option(help="Held-out images for the posterior-mean gap.")] = 256,
+    clip_x0: ClipX0 = False,
+    clip_random: ClipRandom = False,
     seed: o.Seed = 0,
     sampling_coef: SamplingCoef = None,
+    device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
     """The paper's numbers on held-out images: reconstruction table, gap filled, linear probe, throughput."""
+    import numpy as np
     from rich.table import Table
 
+    from pdae.checkpoint import atomic_write
     from pdae.data import iterate_batches
-    from pdae.evaluation import gap_report, probe_accuracy, reconstruction_metrics, training_throughput
+    from pdae.evaluation import gap_report, probe_accuracy, reconstruction_scores, training_throughput
     from pdae.model import load_pdae
 
-    o.set_threads(threads)
-    model = load_pdae(run, sampling_coef)
+    target = o.prepare_runtime(threads, device)
+    model = load_pdae(run, sampling_coef).to(target)
     test_set = open_images(images, model, "test", limit)
-    steps = step_counts(inversion_steps, decoding_steps, "ddim")
+    steps = step_counts(inversion_steps, decoding_steps, "ddim", clip_x0, clip_random)
     started = time.perf_counter()
+    scores = reconstruction_scores(model, test_set, steps, seed=seed)
+    per_image = out.with_name(out.stem + "_per_image.npz")  # test image i is row i
+    atomic_write(per_image, lambda tmp: np.savez(open(tmp, "wb"), **{k: v.numpy() for k, v in scores.items()}))
     report = {"run": str(run), "latent_dim": model.cfg.latent_dim, "sampling_coef": model.cfg.sampling_coef,
               "num_test_images": len(test_set), "inversion_steps": inversion_steps,
-              "decoding_steps": decoding_steps,
-              **reconstruction_metrics(model, test_set, steps, seed=seed)}
+              "decoding_steps": decoding_steps, "clip_x0": clip_x0, "clip_random": clip_random,
+              **{name: float(values.mean()) for name, values in scores.items()},
+              "per_image_scores": str(per_image)}
     x_gap, _ = next(iterate_batches(open_images(images, model, "test", gap_images), gap_images))
     report["gap"] = {k: v for k, v in gap_report(model, x_gap, seed=seed).items() if not isinstance(v, list)}
     report["linear_probe_accuracy"] = probe_accuracy(model, open_images(images, model, "train", probe_train),
@@ -290,6 +340,7 @@ def demo(
     eval_images: Annotated[
         int, typer.Option(help="Held-out test images the printed MSE and SSIM average over.")
     ] = 100,
+    device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
     """On MNIST with the shipped DPM: train PDAE, then write reconstructions, the gap plot and one-step denoising."""  # noqa: E501
@@ -297,21 +348,21 @@ def demo(
 
     if (out / "ema.safetensors").exists():
         raise PdaeError(f"{out} already holds a demo run; remove it or pass another --out")
-    fit(out=out, images=images, checkpoint_every=images, threads=threads)
+    fit(out=out, images=images, checkpoint_every=images, device=device, threads=threads)
     reconstruct(run=out, out=out / "reconstructions.png", inversion_steps=50, decoding_steps=50,
-                threads=threads)
-    gap(run=out, out=out / "gap.png", limit=128, num_t=25, threads=threads)
-    denoise_one_step(run=out, out=out / "one_step.png", threads=threads)
-    evaluate_quick(out, eval_images)
+                device=device, threads=threads)
+    gap(run=out, out=out / "gap.png", limit=128, num_t=25, device=device, threads=threads)
+    denoise_one_step(run=out, out=out / "one_step.png", device=device, threads=threads)
+    evaluate_quick(out, eval_images, device)
 
 
-def evaluate_quick(run: Path, num_images: int = 100) -> None:
+def evaluate_quick(run: Path, num_images: int = 100, device: str | None = None) -> None:
     """The demo's held-out reconstruction MSE and SSIM (inferred x_T, 50/50 steps) on the first test images."""  # noqa: E501
     from pdae.autoencode import StepCounts
     from pdae.evaluation import reconstruction_metrics
     from pdae.model import load_pdae
 
-    model = load_pdae(run)
+    model = load_pdae(run).to(o.prepare_runtime(None, device))
     metrics = reconstruction_metrics(model, open_images(o.SHIPPED_MNIST, model, "test", num_images),
                                      StepCounts(50, 50))
     (run / "demo_metrics.json").write_text(json.dumps(metrics, indent=2))

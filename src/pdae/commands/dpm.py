@@ -45,29 +45,43 @@ def pretrain(
     resume: o.Resume = False,
     skip_bad: o.SkipBad = False,
     workers: o.Workers = 0,
+    compile: o.Compile = False,
+    device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
     """Train an unconditional eps-prediction diffusion model (the DPM that PDAE builds on)."""
     from pdae.backbones import PRESETS, build_dpm, dpm_config
     from pdae.data import open_dataset
     from pdae.losses import EpsLoss
+    from pdae.nn.unet import UNetConfig
     from pdae.schedule import NoiseSchedule
     from pdae.training import train
 
-    o.set_threads(threads)
+    target = o.prepare_runtime(threads, device)
     o.choice(preset, list(PRESETS), "preset")
-    model_config = (saved_model_config(out) if resume
-                    else dpm_config(PRESETS[preset](image_size, channels),
-                                    NoiseSchedule(schedule, timesteps)))
+    if resume:
+        model_config = saved_model_config(out)
+        saved_unet, saved_schedule = model_config["unet"], model_config["schedule"]
+        size, chans = (saved_unet["image_size"], saved_unet["in_channels"])
+        o.refuse_changed_on_resume(out, {
+            "image_size": (size, image_size), "channels": (chans, channels),
+            "preset": ("another architecture", preset)
+            if PRESETS[preset](size, chans).to_dict() != UNetConfig.from_dict(saved_unet).to_dict()
+            else (preset, preset),
+            "schedule": (saved_schedule["name"], schedule),
+            "timesteps": (saved_schedule["num_timesteps"], timesteps)})
+    else:
+        model_config = dpm_config(PRESETS[preset](image_size, channels), NoiseSchedule(schedule, timesteps))
     unet, noise_schedule = build_dpm(model_config)
     dataset = open_dataset(data, image_size=unet.config.image_size, channels=unet.config.in_channels,
                            split=split, limit=limit, hflip=hflip, skip_bad=skip_bad)
     o.console.print(f"data: {dataset.describe()}")
     o.console.print(f"model: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, "
                     f"{noise_schedule}")
-    cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed, workers)
+    cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed, workers,
+                         compile)
     train(unet, EpsLoss(noise_schedule), dataset, cfg, out, model_config, resume=resume,
-          description="pretrain")
+          description="pretrain", device=target)
     o.console.print(f"[green]done:[/] EMA weights in {out / 'ema.safetensors'}")
 
 
@@ -84,6 +98,7 @@ def sample(
     batch_size: o.BatchSize = 256,
     npz: Annotated[Optional[Path], typer.Option(help="Also write the samples as an (N, C, H, W) array "
                                                 "in [0, 1] under the key 'samples'.")] = None,
+    device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
     """Draw samples from a DPM and write them as a PNG grid (and optionally an .npz array)."""
@@ -91,10 +106,10 @@ def sample(
     from pdae.images import save_grid, save_npz
     from pdae.sampling import sample_with_dpm
 
-    o.set_threads(threads)
+    target = o.prepare_runtime(threads, device)
     o.choice(sampler, ("ddim", "ddpm"), "sampler")
     unet, schedule = load_dpm(dpm)
-    images = sample_with_dpm(unet, schedule, num, steps, eta=1.0 if sampler == "ddpm" else 0.0,
+    images = sample_with_dpm(unet.to(target), schedule, num, steps, eta=1.0 if sampler == "ddpm" else 0.0,
                              seeds=range(seed, seed + num), batch_size=batch_size)
     o.console.print(f"wrote {save_grid(images, out)}")
     if npz is not None:

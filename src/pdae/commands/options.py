@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import torch
 import typer
 
+from pdae.errors import PdaeError
 from pdae.progress import console  # noqa: F401 - the CLI's console, quiet on ranks > 0
 from pdae.training import TrainConfig
 
@@ -30,10 +31,13 @@ def parse_count(text: str) -> int:
         raise typer.BadParameter(f"{text!r} is not a count like 60000, 500k, 2M or 1e6") from None
 
 
-def set_threads(threads: int | None) -> None:
-    """Set torch's CPU thread count from the caller (never at import, which would overload torchrun)."""
+def prepare_runtime(threads: int | None, device: str | None) -> torch.device:
+    """Set torch's CPU thread count (here, never at import, which would overload torchrun); pick a device."""
+    from pdae.device import pick_device
+
     if threads:
         torch.set_num_threads(threads)
+    return pick_device(device)
 
 
 def choice(value: str, allowed: tuple[str, ...] | list[str], what: str) -> str:
@@ -49,11 +53,13 @@ Data = Annotated[Path, typer.Option("--data",
                                          "folder or an .npz file. "
                                          "Default: the MNIST copy shipped with pdae.")]
 Split = Annotated[str, typer.Option(help="Dataset split, for datasets that have one (train or test).")]
-Limit = Annotated[Optional[int], typer.Option(help="Use only the first N images.")]
+Limit = Annotated[Optional[int], typer.Option(min=0, help="Use only the first N images.")]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")]
+Device = Annotated[Optional[str], typer.Option(help="Where the models run: cpu, cuda or cuda:N "
+                                                "(default: CUDA when available, else the CPU).")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images with a warning.")]
 Seed = Annotated[int, typer.Option(help="Seed of every random draw; image i uses seed + i where it applies.")]
-BatchSize = Annotated[int, typer.Option(help="Images per forward pass.")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
 Run = Annotated[
     Path, typer.Argument(help="PDAE run folder or .safetensors file (default: the shipped MNIST PDAE).")
 ]
@@ -63,7 +69,9 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Where to write the resul
 TotalImages = Annotated[
     str, typer.Option("--images", help="Stop after this many training images (500k, 2M).")
 ]
-TrainBatch = Annotated[int, typer.Option("--batch-size", help="Global batch size over all processes.")]
+TrainBatch = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Global batch size over all processes.")
+]
 LearningRate = Annotated[float, typer.Option("--lr", help="AdamW learning rate.")]
 EmaHalflife = Annotated[str, typer.Option("--ema-halflife", help="EMA half-life in images.")]
 CheckpointEvery = Annotated[
@@ -74,14 +82,37 @@ Bf16 = Annotated[
 ]
 Hflip = Annotated[bool, typer.Option("--hflip", help="Random horizontal flips (not for digits).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the network being trained (1-2 "
+                                                         "minutes of compilation first; pays off on GPUs).")]
 Workers = Annotated[
     int, typer.Option(min=0, help="Data-loading worker processes (0: load in the main process).")
 ]
 
 
 def train_config(images: str, batch_size: int, lr: float, ema_halflife: str, checkpoint_every: str,
-                 bf16: bool, seed: int, workers: int) -> TrainConfig:
+                 bf16: bool, seed: int, workers: int, compile: bool = False) -> TrainConfig:
     return TrainConfig(total_images=parse_count(images), batch_size=batch_size, lr=lr,
                        ema_halflife_images=parse_count(ema_halflife),
                        checkpoint_images=parse_count(checkpoint_every),
-                       bf16=bf16, seed=seed, workers=workers)
+                       bf16=bf16, seed=seed, workers=workers, compile=compile)
+
+
+def typed(name: str) -> bool:
+    """Whether the user gave option `name` (its Python name) on the command line rather than its default."""
+    from typer.main import get_current_context  # typer carries its own click
+
+    ctx = get_current_context(silent=True)
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def refuse_changed_on_resume(run_dir: Path, options: dict[str, tuple[object, object]]) -> None:
+    """--resume rebuilds the model from the run: a model option typed with another value is an error.
+
+    `options` maps an option's Python name to (the run's value, the value given now).
+    """
+    changed = [f"--{name.replace('_', '-')} {given} (the run has {saved})"
+               for name, (saved, given) in options.items() if typed(name) and saved != given]
+    if changed:
+        raise PdaeError(f"--resume continues {run_dir} with the model it was started with; drop or correct "
+                        f"the options that differ: {'; '.join(changed)}")
