@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from pdae.cli import app
 from pdae.commands.options import SHIPPED_DPM, parse_count
+from pdae.errors import DataError
 
 runner = CliRunner()
 COMMANDS = ["demo", "pretrain", "sample", "fit", "encode", "reconstruct", "gap", "denoise-one-step", "eval"]
@@ -107,6 +108,26 @@ def test_encode_writes_z_labels_and_x_T(tiny_pdae_run, tmp_path):
     arrays = np.load(out)
     assert arrays["z"].shape == (5, 8) and arrays["x_T"].shape == (5, 1, 8, 8)
     assert arrays["labels"].tolist() == [0, 1, 2, 0, 1]
+
+
+def test_encode_writes_the_label_column_of_a_csv(tiny_pdae_run, tmp_path):
+    from PIL import Image
+
+    run, _ = tiny_pdae_run
+    for split, genders in (("train", [0]), ("test", [1, 0, 1])):
+        (tmp_path / split).mkdir()
+        for i, _ in enumerate(genders):
+            Image.new("L", (8, 8), 40 * i).save(tmp_path / split / f"{i}.png")
+        rows = [f"{i}.png,{20 + i},{gender},{'xy'[gender]}" for i, gender in enumerate(genders)]
+        (tmp_path / f"{split}.csv").write_text("\n".join(["file,age,gender,name", *rows]) + "\n")
+    out = tmp_path / "z.npz"
+    command = ["encode", str(run), str(tmp_path), "-o", str(out), "--labels", str(tmp_path / "{split}.csv")]
+    result = runner.invoke(app, [*command, "--label-column", "gender"])
+    assert result.exit_code == 0, result.output
+    assert np.load(out)["labels"].tolist() == [1, 0, 1]
+    result = runner.invoke(app, command)
+    assert isinstance(result.exception, DataError)
+    assert "several label columns (age, gender, name): pass a label column" in str(result.exception)
 
 
 def test_skip_bad_names_each_skipped_file_on_one_clean_line(tiny_pdae_run, tmp_path):

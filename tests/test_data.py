@@ -4,6 +4,7 @@ import gzip
 import io
 import multiprocessing
 import pickle
+import re
 from pathlib import Path
 
 import lmdb
@@ -161,6 +162,102 @@ def test_folder_csv_missing_row(folder, tmp_path):
     labels.write_text("file,label\ncat/a.png,1\n")
     with pytest.raises(DataError, match="3 images have no row"):
         open_dataset(folder, image_size=8, channels=3, labels=labels)
+
+
+ATTRIBUTES_CSV = """file,age,gender,Smiling,name,height
+cat/a.png,31,1,-1,zoe,1.5
+dog/d.webp,4,0,1,al,0.25
+cat/deep/b.jpg,31,0,1,bo,2
+dog/c.bmp,77,1,-1,al,1
+extra/not-opened.png,5,1,-1,cy,3
+"""
+
+
+def test_folder_csv_with_many_columns(folder, tmp_path):
+    attributes = tmp_path / "attributes.csv"
+    attributes.write_text(ATTRIBUTES_CSV)
+    ds = open_dataset(folder, image_size=8, channels=3, labels=attributes, label_column="gender")
+    assert [ds[i][1] for i in range(4)] == [1, 0, 1, 0] and ds.num_classes == 2  # integers kept
+    table = ds.label_table()
+    assert list(table) == ["age", "gender", "Smiling", "name", "height"]  # the CSV's order, file left out
+    assert table["age"].dtype == np.int64 and table["age"].tolist() == [31, 31, 77, 4]
+    assert table["Smiling"].tolist() == [-1, 1, -1, 1]  # -1/1 attributes keep their values
+    assert table["height"].dtype == np.float64 and table["height"].tolist() == [1.5, 2.0, 1.0, 0.25]
+    assert table["name"].tolist() == ["zoe", "bo", "al", "al"]
+    assert list(ds.label_table(["name", "age"])) == ["name", "age"] and list(ds.label_table("age")) == ["age"]
+    smiling = open_dataset(folder, image_size=8, channels=3, labels=attributes, label_column="Smiling")
+    assert [smiling[i][1] for i in range(4)] == [0, 1, 0, 1] and smiling.num_classes == 2  # -1 -> 0, 1 -> 1
+    names = open_dataset(folder, image_size=8, channels=3, labels=attributes, label_column="name", limit=3)
+    assert [names[i][1] for i in range(3)] == [3, 1, 0] and names.num_classes == 4  # al, bo, cy, zoe
+    assert names.label_table("age")["age"].tolist() == [31, 31, 77]  # as long as the dataset
+
+
+def test_label_table_without_a_csv(folder):
+    assert open_dataset(folder, image_size=8, channels=3).label_table() == {}
+    table = open_dataset(folder, image_size=8, channels=3, labels="folders").label_table()
+    assert list(table) == ["label"] and table["label"].tolist() == [0, 0, 1, 1]
+    assert open_dataset(MNIST, image_size=28, channels=1, limit=2).label_table()["label"].tolist() == [5, 0]
+
+
+@pytest.mark.parametrize("text,column,message", [
+    (ATTRIBUTES_CSV, None,
+     "has several label columns (age, gender, Smiling, name, height): pass a label column"),
+    (ATTRIBUTES_CSV, "Male", "has no column 'Male'; its columns: age, gender, Smiling, name, height"),
+    (ATTRIBUTES_CSV + "dog/c.bmp,1,1,1,al,1\n", "age",
+     "line 7: file dog/c.bmp appears twice (first on line 5)"),
+    ("file,age,gender\ncat/a.png,3\n", "age", "line 2: 2 values for the 3 columns file,age,gender"),
+    ("name,age\ncat/a.png,3\n", "age", "must start with a header line file,<columns>"),
+    ("file,age,age\ncat/a.png,3,3\n", "age", "with distinct names"),
+    ("file,age\ncat/a.png,3\n", None, "3 images have no row in"),
+])
+def test_folder_csv_errors_name_the_file_and_column(folder, tmp_path, text, column, message):
+    labels = tmp_path / "labels.csv"
+    labels.write_text(text)
+    with pytest.raises(DataError, match=re.escape(message)) as error:
+        open_dataset(folder, image_size=8, channels=3, labels=labels, label_column=column)
+    assert str(labels) in str(error.value)
+
+
+def test_label_column_needs_a_csv(folder, tmp_path):
+    with pytest.raises(DataError, match="label column 'age' given without labels"):
+        open_dataset(folder, image_size=8, channels=3, label_column="age")
+    with pytest.raises(DataError, match="labels='folders' has none"):
+        open_dataset(folder, image_size=8, channels=3, labels="folders", label_column="age")
+    with pytest.raises(DataError, match="only to image folders"):
+        open_dataset(MNIST, image_size=28, channels=1, labels=tmp_path / "x.csv", label_column="age")
+    with pytest.raises(DataError, match=r"no label column 'age' in .*; its columns: label"):
+        open_dataset(folder, image_size=8, channels=3, labels="folders").label_table(["age"])
+
+
+def test_one_csv_per_split_beside_the_split_folders(tmp_path):
+    """The UTKFace / CelebA layout: train/ and test/ hold the images, train.csv and test.csv bare names."""
+    for split, names in (("train", ["1_0_2_x.jpg", "20_1_0_y.jpg"]), ("test", ["9_1_4_z.jpg"])):
+        rows = [f"{name},{name.split('_')[0]},{name.split('_')[1]},{name.split('_')[2]}" for name in names]
+        (tmp_path / f"{split}.csv").write_text("\n".join(["file,age,gender,race", *rows]) + "\n")
+        for name in names:
+            save_image(tmp_path / split / name, np.zeros((8, 8, 3), np.uint8))
+    labels = tmp_path / "{split}.csv"
+    train = open_dataset(tmp_path, image_size=8, channels=3, labels=labels, label_column="race")
+    test = open_dataset(tmp_path, image_size=8, channels=3, split="test", labels=str(labels),
+                        label_column="gender")
+    assert [train[i][1] for i in range(2)] == [2, 0] and train.label_table("age")["age"].tolist() == [1, 20]
+    assert test[0][1] == 1 and test.label_table()["race"].tolist() == [4]
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "utkface-64").is_dir() or not (SHARED / "celeba-6k-64").is_dir(),
+                    reason="needs ../shared/data (UTKFace and CelebA as released there)")
+def test_released_utkface_and_celeba_csvs_open_as_they_are():
+    utk = open_dataset(SHARED / "utkface-64", image_size=64, channels=3, split="test",
+                       labels=SHARED / "utkface-64" / "{split}.csv", label_column="gender")
+    assert len(utk) == 2301 and utk.num_classes == 2 and set(utk.label_table()) == {"age", "gender", "race"}
+    celeba = open_dataset(SHARED / "celeba-6k-64", image_size=64, channels=3, split="val",
+                          labels=SHARED / "celeba-6k-64" / "{split}.csv", label_column="Male")
+    table = celeba.label_table()
+    assert len(celeba) == 780 and len(table) == 41 and table["Young"].dtype == np.int64
+    assert set(np.unique(table["Smiling"])) <= {0, 1} and celeba[0][1] in (0, 1)
 
 
 def test_folder_split_subfolders(tmp_path):

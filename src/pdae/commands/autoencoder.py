@@ -25,12 +25,13 @@ SamplingCoef = Annotated[Optional[str], typer.Option(help="Override the run's de
                                                      "(-c_t) or reference (sqrt(1 - abar_t)).")]
 
 
-def open_images(images: Path, model, split: str, limit: int | None, skip_bad: bool = False):
-    """A dataset at the model's resolution and channel count."""
+def open_images(images: Path, model, split: str, limit: int | None, skip_bad: bool = False,
+                labels: str | None = None, label_column: str | None = None):
+    """A dataset at the model's resolution and channel count; labels as pdae.data.open_dataset takes them."""
     from pdae.data import open_dataset
 
     return open_dataset(images, image_size=model.dpm.image_size, channels=model.dpm.in_channels, split=split,
-                        limit=limit, skip_bad=skip_bad)
+                        limit=limit, skip_bad=skip_bad, labels=labels, label_column=label_column)
 
 
 def step_counts(inversion_steps: int, decoding_steps: int, sampler: str, clip_x0: bool = False,
@@ -140,6 +141,8 @@ def encode(
     x_T: Annotated[bool, typer.Option("--x-T", help="Also infer the stochastic code x_T (slower).")] = False,
     steps: InversionSteps = 100,
     batch_size: o.BatchSize = 256,
+    labels: o.Labels = None,
+    label_column: o.LabelColumn = None,
     skip_bad: o.SkipBad = False,
     sampling_coef: SamplingCoef = None,
     device: o.Device = None,
@@ -156,7 +159,7 @@ def encode(
 
     target = o.prepare_runtime(threads, device)
     model = load_pdae(run, sampling_coef).to(target)
-    dataset = open_images(images, model, split, limit, skip_bad)
+    dataset = open_images(images, model, split, limit, skip_bad, labels, label_column)
     arrays: dict[str, list] = {"z": [], "labels": [], **({"x_T": []} if x_T else {})}
     with torch.no_grad(), progress_bar("encoding", total=len(dataset), fields=()) as bar:
         for x0, labels in iterate_batches(dataset, batch_size):
@@ -281,6 +284,8 @@ def evaluate(
     gap_images: Annotated[int, typer.Option(help="Held-out images for the posterior-mean gap.")] = 256,
     clip_x0: ClipX0 = False,
     clip_random: ClipRandom = False,
+    labels: o.Labels = None,
+    label_column: o.LabelColumn = None,
     seed: o.Seed = 0,
     sampling_coef: SamplingCoef = None,
     device: o.Device = None,
@@ -298,6 +303,8 @@ def evaluate(
     target = o.prepare_runtime(threads, device)
     model = load_pdae(run, sampling_coef).to(target)
     test_set = open_images(images, model, "test", limit)
+    probe_sets = [open_images(images, model, split, count, labels=labels, label_column=label_column)
+                  for split, count in (("train", probe_train), ("test", None))]  # a bad CSV fails here
     steps = step_counts(inversion_steps, decoding_steps, "ddim", clip_x0, clip_random)
     started = time.perf_counter()
     scores = reconstruction_scores(model, test_set, steps, seed=seed)
@@ -310,9 +317,8 @@ def evaluate(
               "per_image_scores": str(per_image)}
     x_gap, _ = next(iterate_batches(open_images(images, model, "test", gap_images), gap_images))
     report["gap"] = {k: v for k, v in gap_report(model, x_gap, seed=seed).items() if not isinstance(v, list)}
-    report["linear_probe_accuracy"] = probe_accuracy(model, open_images(images, model, "train", probe_train),
-                                                     open_images(images, model, "test", None))
-    report["probe_train_images"] = probe_train
+    report["linear_probe_accuracy"] = probe_accuracy(model, *probe_sets)
+    report["probe_train_images"], report["probe_label_column"] = probe_train, label_column
     x_batch, _ = next(iterate_batches(test_set, 64))
     report["train_images_per_s"] = {"fp32": training_throughput(model, x_batch, bf16=False),
                                     "bf16": training_throughput(model, x_batch, bf16=True)}

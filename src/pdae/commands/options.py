@@ -58,6 +58,15 @@ Threads = Annotated[Optional[int], typer.Option(help="CPU threads for torch (def
 Device = Annotated[Optional[str], typer.Option(help="Where the models run: cpu, cuda or cuda:N "
                                                 "(default: CUDA when available, else the CPU).")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images with a warning.")]
+Labels = Annotated[Optional[str], typer.Option(
+    "--labels", help="Labels of an image folder: 'folders' (one sub-folder per class) or a CSV file with a "
+                     "header line file,<columns> (paths relative to the split folder or the image folder); "
+                     "{split} in its path becomes the split, e.g. DATA/{split}.csv. Default: the "
+                     "dataset's own labels, if any.")]
+LabelColumn = Annotated[Optional[str], typer.Option(
+    "--label-column", help="The --labels CSV column that gives each image's class label (needed when the "
+                           "CSV has several); non-negative integers are kept, other values indexed in "
+                           "sorted order.")]
 Seed = Annotated[int, typer.Option(help="Seed of every random draw; image i uses seed + i where it applies.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
 Run = Annotated[

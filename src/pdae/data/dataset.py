@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ ItemKey = int | tuple[int, int, int]  # an index, or (index, seed, epoch) that s
 
 
 class ImageDataset(Dataset):
-    """(image, label) items from one source, with an optional length limit and horizontal flips.
+    """(image, label) items from one source, with an optional length limit and horizontal flips; every
+    label column (of a labels CSV) through `label_table`.
 
     A flip is drawn from (seed, epoch, index) of the item's key, never from a global RNG, so that an
     item looks the same in any process and after any resume; a plain index draws with seed 0, epoch 0.
@@ -46,6 +48,24 @@ class ImageDataset(Dataset):
         labels = self.source.labels
         return x, -1 if labels is None else int(labels[i])
 
+    def label_table(self, columns: str | Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Label columns by name, each with one value per item in dataset order, for attribute work.
+
+        A labels CSV gives all its columns but file: int64 where every value is an integer (-1/1
+        attributes stay -1/1), float64 where every value is a number, else str. A source with labels
+        but no CSV gives one column, 'label'; an unlabelled one none. `columns` picks one or some, in
+        that order (default: all); an unknown name is a DataError listing the known ones.
+        """
+        table = self.source.columns
+        if table is None:
+            table = {} if self.source.labels is None else {"label": np.asarray(self.source.labels)}
+        names = list(table) if columns is None else [columns] if isinstance(columns, str) else list(columns)
+        unknown = [name for name in names if name not in table]
+        if unknown:
+            raise DataError(f"no label column {unknown[0]!r} in {self.source.path}; its columns: "
+                            f"{', '.join(table) or 'none (it has no labels)'}")
+        return {name: table[name][: self.length] for name in names}
+
     def describe(self) -> str:
         """One line for logs: kind, path, item count, split and classes."""
         classes = f", {self.num_classes} classes" if self.num_classes else ""
@@ -60,21 +80,31 @@ def _coin(seed: int, epoch: int, index: int) -> bool:
 
 def open_dataset(source: str | Path, *, image_size: int, channels: int, split: str = "train",
                  limit: int | None = None, hflip: bool = False, labels: str | Path | None = None,
-                 skip_bad: bool = False) -> ImageDataset:
-    """Open `source` in whichever supported format it is, as (image, label) items in [-1, 1]."""
-    _check_options(image_size, channels, limit)
-    spec = Spec(image_size, channels, split, labels, skip_bad)
+                 label_column: str | None = None, skip_bad: bool = False) -> ImageDataset:
+    """Open `source` in whichever supported format it is, as (image, label) items in [-1, 1].
+
+    `labels` applies to image folders: 'folders' (class sub-folders) or a CSV whose header is
+    file,<columns>, with file paths relative to the split folder or to `source`; '{split}' in its path
+    becomes `split` (train.csv, test.csv). `label_column` names the CSV column that gives the item's
+    class label; it may be omitted when the CSV has one column besides file. Every column stays
+    available through `ImageDataset.label_table`.
+    """
+    spec = Spec(image_size, channels, split, labels, skip_bad, label_column)
+    _check_options(spec, limit)
     return ImageDataset(_open_source(Path(source), spec), limit=limit, hflip=hflip)
 
 
-def _check_options(image_size: int, channels: int, limit: int | None) -> None:
+def _check_options(spec: Spec, limit: int | None) -> None:
     """Reject option values no format can honour, before touching the disk."""
-    if channels not in (1, 3):
-        raise DataError(f"channels must be 1 or 3, got {channels}")
-    if image_size < 1:
-        raise DataError(f"image_size must be positive, got {image_size}")
+    if spec.channels not in (1, 3):
+        raise DataError(f"channels must be 1 or 3, got {spec.channels}")
+    if spec.image_size < 1:
+        raise DataError(f"image_size must be positive, got {spec.image_size}")
     if limit is not None and limit < 0:
         raise DataError(f"limit must be >= 0, got {limit}")
+    if spec.label_column is not None and spec.labels is None:
+        raise DataError(f"label column {spec.label_column!r} given without labels: it picks a column of "
+                        "a labels CSV")
 
 
 def _open_source(path: Path, spec: Spec) -> Source:

@@ -26,6 +26,7 @@ class IdxSource:
     """MNIST-format IDX files: uint8 images (N, H, W) held in memory; labels always present."""
 
     kind = "idx"
+    columns = None
 
     def __init__(self, root: Path, spec: Spec) -> None:
         if spec.split not in _IDX_STEMS:

@@ -38,6 +38,7 @@ class LmdbSource:
     kind = "lmdb"
     labels = None
     num_classes = 0
+    columns = None
 
     def __init__(self, path: Path, spec: Spec, *, split: str | None) -> None:
         self.path, self.spec, self.split = path.resolve(), spec, split

@@ -28,6 +28,7 @@ class NpzSource:
     """
 
     split = None
+    columns = None
 
     def __init__(self, path: Path, spec: Spec) -> None:
         images, labels = _read_arrays(path)

@@ -28,6 +28,7 @@ class Spec:
     split: str
     labels: str | Path | None
     skip_bad: bool
+    label_column: str | None = None
 
 
 class Source(Protocol):
@@ -38,6 +39,7 @@ class Source(Protocol):
     split: str | None
     labels: Sequence[int] | np.ndarray | None
     num_classes: int
+    columns: dict[str, np.ndarray] | None  # every column of a label CSV per image; None without one
 
     def __len__(self) -> int: ...
 
