@@ -1,6 +1,7 @@
 """The command line end to end on tiny models: help texts, pretrain -> sample, resume, user errors."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -130,6 +131,18 @@ def test_encode_writes_the_label_column_of_a_csv(tiny_pdae_run, tmp_path):
     assert "several label columns (age, gender, name): pass a label column" in str(result.exception)
 
 
+def test_inspect_dpm_names_the_preset_and_pretrain_help_lists_every_preset(tiny_pdae_run):
+    from pdae.backbones.adm import PRESETS
+
+    run, _ = tiny_pdae_run
+    result = runner.invoke(app, ["inspect-dpm", str(run.parent / "dpm")])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"\npreset:\s+tiny\n", result.output), result.output
+    help_text = " ".join(runner.invoke(app, ["pretrain", "--help"]).output.replace("│", " ").split())
+    for name, preset in PRESETS.items():  # one line each: "adm-64: 64x64, 69M: Diff-AE's ..."
+        assert f"{name}: {preset.description.split(',')[0]}," in help_text, help_text
+
+
 def test_skip_bad_names_each_skipped_file_on_one_clean_line(tiny_pdae_run, tmp_path):
     from PIL import Image
 
@@ -239,6 +252,10 @@ BAD_INPUTS = [  # (arguments with {run}, {dpm}, {data}, {tmp} filled in, what th
     (["denoise-one-step", "{run}", "{data}", "--t", "5000"], "every t must be in"),
     (["fit", "--out", "{tmp}/r", "--dpm", "{dpm}", "--data", "{data}", "--images", "lots"], "not a count"),
     (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--preset", "huge"], "unknown preset"),
+    (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--preset", "adm-64"],
+     "preset adm-64 is made for 64x64 images, not 28x28: pass --image-size 64"),
+    (["pretrain", "--out", "{dpm}", "--data", "{data}", "--resume", "--image-size", "8", "--preset", "small"],
+     "--preset small (the run has tiny)"),
     (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--schedule", "sigmoid"], "unknown noise schedule"),
     (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--channels", "2"], "channels must be 1 or 3"),
     (["sample", "--dpm", "{dpm}", "--steps", "0"], "number of steps must be in"),

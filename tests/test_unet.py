@@ -1,8 +1,11 @@
 """ADM UNet: shapes, guided-diffusion parameter names, the encoder/decoder split, attention maths."""
 
+import re
+
 import pytest
 import torch
 
+from pdae.backbones.adm import PRESETS, preset_name
 from pdae.errors import PdaeError
 from pdae.nn.unet import AttentionBlock, UNet, UNetConfig, timestep_embedding
 
@@ -104,3 +107,37 @@ def test_timestep_embedding_is_cos_then_sin():
 def test_image_size_must_fit_the_downsampling():
     with pytest.raises(PdaeError, match="not divisible"):
         UNet(UNetConfig(**{**TINY.to_dict(), "image_size": 9}))
+
+
+# (image size, channels, pixel sizes of the attention layers, the middle block's included)
+PRESET_USES = {"tiny": (28, 1, {14}), "small": (28, 1, {7}), "base": (32, 1, {8, 4}),
+               "adm-32": (32, 3, {16, 8, 4}), "adm-32-cpu": (32, 3, {16, 8}), "adm-64": (64, 3, {16, 8}),
+               "adm-64-cpu": (64, 3, {16, 8})}
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_builds_at_its_size_as_its_help_says(name):
+    size, channels, attention_px = PRESET_USES[name]
+    config = PRESETS[name](size, channels)
+    unet = UNet(config).eval()
+    stated = float(re.search(r"([\d.]+)M", PRESETS[name].description).group(1))  # e.g. "69M" in --help
+    assert sum(p.numel() for p in unet.parameters()) / 1e6 == pytest.approx(stated, rel=0.05)
+    assert preset_name(config) == name
+    seen: set[int] = set()
+    for block in unet.modules():
+        if isinstance(block, AttentionBlock):
+            block.register_forward_pre_hook(lambda _, inputs: seen.add(inputs[0].shape[-1]))
+    with torch.no_grad():  # batch 1, no backward: the 64 px preset has 69M parameters
+        out = unet(torch.randn(1, channels, size, size), torch.tensor([999]))
+    assert out.shape == (1, channels, size, size) and seen == attention_px
+    assert config.dropout == (0.1 if name.startswith("adm") else 0.0)
+
+
+def test_a_preset_for_one_resolution_refuses_others_and_other_architectures_are_custom():
+    with pytest.raises(PdaeError, match="preset adm-64 is made for 64x64 images, not 28x28: pass "
+                                        "--image-size 64"):
+        PRESETS["adm-64"](28, 3)
+    assert preset_name(PRESETS["adm-64"](64, 1)) == "adm-64"  # the architecture, whatever the channels
+    assert preset_name(UNetConfig(**{**PRESETS["adm-64"](64, 3).to_dict(), "dropout": 0.0})) == "custom"
+    assert preset_name(TINY) == "tiny"
+    assert preset_name(UNetConfig(**{**TINY.to_dict(), "num_heads": 2})) == "custom"

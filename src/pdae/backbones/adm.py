@@ -13,17 +13,80 @@ from torch import Tensor, nn
 
 from pdae.backbones.files import Flags, float_tensors
 from pdae.checkpoint import WEIGHTS_NAME, load_state_strict, load_weights, resolve_weights_path
-from pdae.errors import CheckpointError
+from pdae.errors import CheckpointError, PdaeError
 from pdae.nn.unet import AttentionBlock, UNet, UNetConfig
 from pdae.schedule import SCHEDULE_NAMES, NoiseSchedule
 
 PDAE = "pdae"
-# Named UNet sizes; `pdae pretrain --preset` offers exactly these keys.
-PRESETS: dict[str, Callable[[int, int], UNetConfig]] = {
-    "tiny": lambda size, ch: UNetConfig(size, ch, 32, ch, 1, (2,), (1, 2)),
-    "small": lambda size, ch: UNetConfig(size, ch, 32, ch, 2, (4,), (1, 2, 2)),
-    "base": lambda size, ch: UNetConfig(size, ch, 64, ch, 2, (4,), (1, 2, 2, 2)),
-}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named UNet architecture: a config factory over (image size, channels), the one resolution it is
+    made for (None: any that its depth divides) and the line `pdae pretrain --help` shows."""
+
+    name: str
+    description: str
+    build: Callable[[int, int], UNetConfig]
+    image_size: int | None = None
+
+    def __call__(self, image_size: int, channels: int) -> UNetConfig:
+        """The config at this size; a preset made for one resolution refuses others, because its attention
+        layers sit at pixel sizes and its depth is chosen for that resolution."""
+        if self.image_size not in (None, image_size):
+            raise PdaeError(f"preset {self.name} is made for {self.image_size}x{self.image_size} images, "
+                            f"not {image_size}x{image_size}: pass --image-size {self.image_size} or choose "
+                            "another preset")
+        return self.build(image_size, channels)
+
+
+def _adm(size: int, channels: int, res_blocks: int, mult: tuple[int, ...], attention_px: tuple[int, ...],
+         **options: int | bool) -> Callable[[int, int], UNetConfig]:
+    """A dropout-0.1 UNet for `size` px whose attention is given at pixel sizes, stored as the downsample
+    factors UNetConfig takes (16 and 8 px are factors 4 and 8 at 64 px)."""
+    factors = tuple(size // px for px in attention_px)
+    return lambda image_size, ch: UNetConfig(image_size, ch, channels, ch, res_blocks, factors, mult,
+                                             dropout=0.1, **options)
+
+
+# `pdae pretrain --preset` offers exactly these. The RGB presets take the ADM UNet with scale-shift norm,
+# and are meant for the linear T = 1000 schedule (pretrain's default) like the DPMs they follow.
+# - adm-32 follows the 32 px CIFAR-10 DPMs of DDPM (Ho et al. 2020: 128 channels x (1, 2, 2, 2), 2 res
+#   blocks, attention at 16 px, 1 head, dropout 0.1, linear T = 1000) and improved-diffusion (the same
+#   channels, 3 res blocks, attention at 16 and 8 px with 4 heads, dropout 0.3): 128 x (1, 2, 2, 2), 2 res
+#   blocks, attention at 16 and 8 px, 4 heads, dropout 0.1. Neither Diff-AE nor the reference PDAE has a
+#   32 px DPM.
+# - adm-64 follows Diff-AE's 64 px DDPM (phizaz/diffae templates.py ddpm() and ffhq64_ddpm, config.py
+#   defaults: 64 channels x (1, 2, 4, 8), 2 res blocks, attention at 16 px plus the 8 px middle block,
+#   1 head, ResBlock up/down-sampling, dropout 0.1, linear T = 1000), with attention at 8 px in the
+#   levels too; its time embedding is pdae's 4 x 64 wide (Diff-AE's 512). The reference PDAE trains on
+#   Diff-AE's CelebA-64 data and ships its own 64 px DPM config with the checkpoint, outside its repository.
+# - The -cpu presets keep the layout (attention at 16 and 8 px, heads, resampling) with fewer channels and
+#   one res block per level, so that a model trains on a few CPU cores and ships in a few MB of fp16.
+PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
+    Preset("tiny", "any even size, 0.76M parameters: 32 channels x (1, 2), 1 res block; for tests",
+           lambda size, ch: UNetConfig(size, ch, 32, ch, 1, (2,), (1, 2))),
+    Preset("small", "any size divisible by 4, 1.7M: 32 channels x (1, 2, 2), 2 res blocks; the shipped "
+                    "MNIST DPM", lambda size, ch: UNetConfig(size, ch, 32, ch, 2, (4,), (1, 2, 2))),
+    Preset("base", "any size divisible by 8, 9.6M: 64 channels x (1, 2, 2, 2), 2 res blocks",
+           lambda size, ch: UNetConfig(size, ch, 64, ch, 2, (4,), (1, 2, 2, 2))),
+    Preset("adm-32", "32x32, 40M: the CIFAR-10 DPM of DDPM / improved-diffusion, 128 channels x "
+                     "(1, 2, 2, 2), 2 res blocks, attention at 16 and 8 px, dropout 0.1",
+           _adm(32, 128, 2, (1, 2, 2, 2), (16, 8), num_heads=4), 32),
+    Preset("adm-32-cpu", "32x32, 4.9M: adm-32 with 64 channels x (1, 2, 2) and 1 res block, for CPUs",
+           _adm(32, 64, 1, (1, 2, 2), (16, 8), num_heads=4), 32),
+    Preset("adm-64", "64x64, 69M: Diff-AE's 64 px DDPM, 64 channels x (1, 2, 4, 8), 2 res blocks, "
+                     "attention at 16 and 8 px, dropout 0.1",
+           _adm(64, 64, 2, (1, 2, 4, 8), (16, 8), resblock_updown=True), 64),
+    Preset("adm-64-cpu", "64x64, 5.4M: adm-64 with 32 channels x (1, 2, 4, 4) and 1 res block, for CPUs",
+           _adm(64, 32, 1, (1, 2, 4, 4), (16, 8), resblock_updown=True), 64),
+)}
+
+
+def preset_name(config: UNetConfig) -> str:
+    """The preset whose architecture `config` is, or 'custom' (what `pdae inspect-dpm` reports)."""
+    return next((name for name, preset in PRESETS.items() if preset.image_size in (None, config.image_size)
+                 and preset(config.image_size, config.in_channels) == config), "custom")
 
 
 @dataclass(frozen=True)

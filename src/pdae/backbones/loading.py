@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pdae.backbones.adm import LoadedDPM, is_pdae_checkpoint, load_pdae_dpm
+from pdae.backbones.adm import LoadedDPM, is_pdae_checkpoint, load_pdae_dpm, preset_name
 from pdae.backbones.diffae import is_diffae, load_diffae
 from pdae.backbones.diffusers_folder import DIFFUSERS, is_diffusers_folder
 from pdae.backbones.files import ACCEPTED, read_torch_file
@@ -85,5 +85,6 @@ def describe_dpm(loaded: LoadedDPM) -> dict[str, str]:
         "class-conditional": f"yes ({cfg.num_classes} classes)" if cfg.num_classes is not None else "no",
         "unet": f"{cfg.model_channels} channels x {cfg.channel_mult}, {cfg.num_res_blocks} res blocks per "
                 f"level, attention at downsampling {cfg.attention_resolutions}",
+        "preset": preset_name(cfg),
         "parameters": f"{count:,} ({count / 1e6:.2f}M)",
     }

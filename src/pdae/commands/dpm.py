@@ -8,8 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from pdae.backbones.adm import PRESETS, preset_name
 from pdae.commands import options as o
 from pdae.errors import PdaeError
+
+PresetName = Annotated[str, typer.Option(  # one line per preset ("\n\n" keeps them apart in --help)
+    "--preset", help="UNet architecture (inspect-dpm names a checkpoint's):\n\n" + "\n\n".join(
+        f"{name}: {preset.description}" for name, preset in PRESETS.items()))]
 
 
 def saved_model_config(run_dir: Path) -> dict:
@@ -31,7 +36,7 @@ def pretrain(
         int, typer.Option(help="Model resolution; images are resized and center-cropped.")
     ] = 28,
     channels: Annotated[int, typer.Option(help="1 for grayscale, 3 for RGB.")] = 1,
-    preset: Annotated[str, typer.Option(help="UNet size: tiny, small or base.")] = "small",
+    preset: PresetName = "small",
     schedule: Annotated[str, typer.Option(help="Noise schedule: linear or cosine.")] = "linear",
     timesteps: Annotated[int, typer.Option(help="Number of diffusion steps T.")] = 1000,
     images: o.TotalImages = "1M",
@@ -50,7 +55,7 @@ def pretrain(
     threads: o.Threads = None,
 ) -> None:
     """Train an unconditional eps-prediction diffusion model (the DPM that PDAE builds on)."""
-    from pdae.backbones import PRESETS, build_dpm, dpm_config
+    from pdae.backbones import build_dpm, dpm_config
     from pdae.data import open_dataset
     from pdae.losses import EpsLoss
     from pdae.nn.unet import UNetConfig
@@ -65,9 +70,7 @@ def pretrain(
         size, chans = (saved_unet["image_size"], saved_unet["in_channels"])
         o.refuse_changed_on_resume(out, {
             "image_size": (size, image_size), "channels": (chans, channels),
-            "preset": ("another architecture", preset)
-            if PRESETS[preset](size, chans).to_dict() != UNetConfig.from_dict(saved_unet).to_dict()
-            else (preset, preset),
+            "preset": (preset_name(UNetConfig.from_dict(saved_unet)), preset),
             "schedule": (saved_schedule["name"], schedule),
             "timesteps": (saved_schedule["num_timesteps"], timesteps)})
     else:
@@ -126,7 +129,7 @@ def inspect_dpm(
         "--config", help="Model config YAML of a guided-diffusion .pt (its flags) or a Diff-AE .ckpt; "
         "default: <stem>.yaml or config.yaml next to the file.")] = None,
 ) -> None:
-    """Say what a DPM checkpoint is, as pdae loads it: family, size, schedule, prediction, parameters."""
+    """Say what a DPM checkpoint is, as pdae loads it: family, size, schedule, preset, parameters."""
     from pdae.backbones import describe_dpm, open_dpm
 
     for key, value in describe_dpm(open_dpm(path, config)).items():
