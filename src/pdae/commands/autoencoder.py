@@ -162,11 +162,11 @@ def encode(
     dataset = open_images(images, model, split, limit, skip_bad, labels, label_column)
     arrays: dict[str, list] = {"z": [], "labels": [], **({"x_T": []} if x_T else {})}
     with torch.no_grad(), progress_bar("encoding", total=len(dataset), fields=()) as bar:
-        for x0, labels in iterate_batches(dataset, batch_size):
+        for x0, y in iterate_batches(dataset, batch_size):  # y: the batch's labels, not the --labels option
             x0 = x0.to(target)
             z = model.encode(x0)
             arrays["z"].append(z.cpu())
-            arrays["labels"].append(labels)
+            arrays["labels"].append(y)
             if x_T:
                 arrays["x_T"].append(infer_x_T(model, x0, z, steps).cpu())
             bar.update(len(x0))
