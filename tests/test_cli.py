@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from pdae.cli import app
@@ -259,13 +260,18 @@ BAD_INPUTS = [  # (arguments with {run}, {dpm}, {data}, {tmp} filled in, what th
     (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--schedule", "sigmoid"], "unknown noise schedule"),
     (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--channels", "2"], "channels must be 1 or 3"),
     (["sample", "--dpm", "{dpm}", "--steps", "0"], "number of steps must be in"),
-    (["sample", "--dpm", "{dpm}", "--device", "cuda:7"], "cuda"),
+    (["sample", "--dpm", "{dpm}", "--device", "cuda:7"], "was asked for"),
     (["sample", "--dpm", "{dpm}", "--device", "gpu"], "unknown device"),
     (["fit", "--out", "{tmp}/nothing", "--resume"], "nothing to resume"),
     (["fit", "--out", "{run}", "--data", "{data}", "--resume", "--latent-dim", "16"],
      "--latent-dim 16 (the run has 8)"),
     (["fit", "--out", "{run}", "--data", "{data}", "--resume", "--dpm", "{shipped}"], "another DPM"),
-    (["inspect-dpm", "{tmp}/a-file"], "{tmp}/a-file"),
+    (["inspect-dpm", "{tmp}/a-file"], "is not a readable torch checkpoint"),
+    (["fit", "--out", "{dpm}", "--data", "{data}", "--resume"], "holds a dpm run, not a pdae run"),
+    (["pretrain", "--out", "{run}", "--data", "{data}", "--resume"], "holds a pdae run, not a dpm run"),
+    (["pretrain", "--out", "{tmp}/broken-run", "--data", "{data}", "--resume"], "is not a pdae run config"),
+    (["gap", "{run}", "{data}", "--limit", "4", "--num-t", "2", "--threads", "0"], "--threads"),
+    (["eval", "{run}", "{data}", "--gap-images", "0"], "--gap-images"),
 ]
 
 
@@ -274,6 +280,8 @@ def test_bad_inputs_end_in_a_message_and_a_non_zero_exit_never_a_traceback(args,
                                                                            tmp_path, capsys):
     run, data = tiny_pdae_run
     (tmp_path / "a-file").write_text("not a run, not images, not a checkpoint")
+    (tmp_path / "broken-run").mkdir()
+    (tmp_path / "broken-run" / "config.json").write_text("{not json")
     np.savez(tmp_path / "nan.npz", images=np.full((2, 8, 8), np.nan, dtype=np.float32))
     before = {p: p.stat().st_mtime_ns for p in run.iterdir()}
     fill = {"run": str(run), "dpm": str(run.parent / "dpm"), "data": str(data), "tmp": str(tmp_path),
@@ -283,3 +291,20 @@ def test_bad_inputs_end_in_a_message_and_a_non_zero_exit_never_a_traceback(args,
     assert message.format(**fill) in " ".join(output.split()), output
     assert "Traceback" not in output
     assert {p: p.stat().st_mtime_ns for p in run.iterdir()} == before  # nothing of the run was touched
+
+
+def test_fit_resume_keeps_the_frozen_dpm_and_continues_training(tiny_pdae_run, tmp_path):
+    from pdae.checkpoint import load_weights
+    from pdae.training import TRAIN_STATE_NAME
+
+    _, data = tiny_pdae_run
+    dpm_run, run = tiny_pdae_run[0].parent / "dpm", tmp_path / "pdae"
+    common = ["--dpm", str(dpm_run), "--out", str(run), "--data", str(data), "--latent-dim", "8",
+              "--batch-size", "8", "--threads", "1"]
+    assert runner.invoke(app, ["fit", *common, "--images", "16"]).exit_code == 0
+    result = runner.invoke(app, ["fit", *common, "--images", "32", "--resume"])  # the same options, typed
+    assert result.exit_code == 0, result.output
+    dpm_weights, _ = load_weights(dpm_run / "ema.safetensors")
+    pdae_weights, _ = load_weights(run / "ema.safetensors")
+    assert all(torch.equal(pdae_weights[f"dpm.{k}"], v) for k, v in dpm_weights.items())
+    assert torch.load(run / TRAIN_STATE_NAME, weights_only=True)["step"] == 4

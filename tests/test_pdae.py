@@ -126,6 +126,7 @@ def test_frozen_branch_keeps_full_precision_under_bf16_autocast():
     assert guarded.dtype == torch.float32 and shift.dtype == torch.bfloat16
     torch.testing.assert_close(guarded, exact)
     fast = tiny_pdae(frozen_bf16=True)
+    torch.testing.assert_close(fast.eps_and_shift(x_t, t, z)[0], exact)  # no autocast outside training
     with torch.autocast("cpu", dtype=torch.bfloat16):
         rough, _ = fast.eps_and_shift(x_t, t, z)
     assert (rough.float() - exact).abs().max() > 1e-4  # what the old behaviour gave G as its base

@@ -19,15 +19,16 @@ class StepCounts:
     `clip_x0` clamps the predicted x0 to [-1, 1] in the inversion AND in the decoding of the inferred x_T:
     one choice for both, so that decoding retraces the path the inversion took (off by default; the
     reference code clamps during inversion only, which keeps decoding from inverting encoding).
-    `clip_random` is the clamp used when decoding from a random x_T, where there is no path to retrace; off
-    by default too, as measured (README: SSIM 0.818 unclamped vs 0.747 clamped on MNIST, MSE within 3 %).
+    `clip_random` is the clamp used when decoding from a random x_T, where there is no path to retrace: on
+    by default, as measured (README: on 200 MNIST test images, MSE 0.0198 clamped vs 0.0298 not, SSIM
+    0.702 vs 0.742).
     """
 
     inversion: int = 100
     decoding: int = 100
     eta: float = 0.0
     clip_x0: bool = False
-    clip_random: bool = False
+    clip_random: bool = True
 
 
 @torch.no_grad()
@@ -38,7 +39,7 @@ def encode(model: PDAE, x0: Tensor) -> Tensor:
 
 @torch.no_grad()
 def infer_x_T(model: PDAE, x0: Tensor, z: Tensor, steps: int, clip_x0: bool = False) -> Tensor:
-    """The stochastic code: run the shifted DDIM upward from x0 (unclamped by default, so decoding inverts it)."""  # noqa: E501
+    """The stochastic code: the shifted DDIM run upward from x0, unclamped by default (decoding inverts it)."""
     return invert_ddim(shifted_eps(model, z), x0, model.schedule, model.schedule.timesteps(steps), clip_x0)
 
 

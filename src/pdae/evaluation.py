@@ -32,7 +32,8 @@ def reconstruction_scores(model: PDAE, dataset: Dataset, steps: StepCounts, batc
     with progress_bar("reconstructing", total=len(dataset), fields=()) as bar:
         for start, (x0, _) in zip(range(0, len(dataset), batch_size), iterate_batches(dataset, batch_size)):
             outputs = reconstruct(model, x0, steps, seeds=range(seed + start, seed + start + len(x0)))
-            for name, image in ((name, image.cpu()) for name, image in outputs.items()):
+            for name, image in outputs.items():
+                image = image.cpu()
                 scores[f"{name}_mse"].append(mse_per_image(to_unit_range(image), to_unit_range(x0)))
                 scores[f"{name}_ssim"].append(ssim_per_image(to_unit_range(image), to_unit_range(x0)))
             bar.update(len(x0))

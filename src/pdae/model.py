@@ -7,6 +7,7 @@ by the backbone. G's output conv starts at zero, so at step 0 PDAE is exactly th
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,7 +62,8 @@ class PDAE(nn.Module):
         shared = cfg.z_pathway == "shared"
         self.z_projection = (nn.Sequential(nn.Linear(cfg.latent_dim, dpm.embedding_dim), nn.SiLU()) if shared
                              else nn.Identity())
-        self.decoder = dpm.make_shift_decoder(dpm.embedding_dim if shared else cfg.latent_dim, cfg.init_from_dpm)
+        z_width = dpm.embedding_dim if shared else cfg.latent_dim
+        self.decoder = dpm.make_shift_decoder(z_width, cfg.init_from_dpm)
 
     def train(self, mode: bool = True) -> "PDAE":
         super().train(mode)
@@ -85,7 +87,8 @@ class PDAE(nn.Module):
         """The frozen eps_theta(x_t, t) and G(x_t, z, t); the DPM's encoder half runs once for both."""
         # Under autocast the frozen branch still runs in its own precision unless frozen_bf16: in bf16 its
         # eps error at small t is larger than the whole correction c_t G that G learns.
-        with torch.no_grad(), torch.autocast(x_t.device.type, enabled=self.cfg.frozen_bf16):
+        precision = nullcontext() if self.cfg.frozen_bf16 else torch.autocast(x_t.device.type, enabled=False)
+        with torch.no_grad(), precision:
             x_frozen = x_t if self.cfg.frozen_bf16 else x_t.to(self.frozen_dtype)
             emb = self.dpm.time_embedding(t)
             h, skips = self.dpm.encode(x_frozen, emb)

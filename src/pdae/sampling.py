@@ -27,8 +27,10 @@ class SeededNoise:
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
 
     def __call__(self, like: Tensor) -> Tensor:
-        rows = [torch.randn(like.shape[1:], generator=g) for g in self.generators]
-        return torch.stack(rows).to(device=like.device, dtype=like.dtype)
+        rows = torch.stack([torch.randn(like.shape[1:], generator=g) for g in self.generators])
+        if like.device.type == "cuda":  # page-locked, so the copy does not wait for the GPU
+            rows = rows.pin_memory()
+        return rows.to(device=like.device, dtype=like.dtype, non_blocking=True)
 
 
 def ddim_transition(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, t_from: int, t_to: int, t_eval: int,
@@ -46,10 +48,13 @@ def ddim_transition(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, t_from: i
 
 
 @torch.no_grad()
-def sample_ddim(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, timesteps: Tensor, eta: float = 0.0,
-                clip_x0: bool = True, noise: NoiseFn = torch.randn_like,
+def sample_ddim(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, timesteps: Tensor, eta: float = 0.0, *,
+                clip_x0: bool, noise: NoiseFn = torch.randn_like,
                 callback: StepCallback | None = None) -> Tensor:
-    """Decode x from level timesteps[-1] through every listed step to the clean image (alpha_bar = 1)."""
+    """Decode x from level timesteps[-1] through every listed step to the clean image (alpha_bar = 1).
+
+    `clip_x0` has no default: decoding an inferred x_T must clamp exactly as its inversion did.
+    """
     levels = [-1] + timesteps.tolist()
     for i in range(len(levels) - 1, 0, -1):
         x = ddim_transition(eps_fn, x, schedule, levels[i], levels[i - 1], levels[i], eta, clip_x0, noise)
@@ -96,7 +101,8 @@ def sample_with_dpm(unet: torch.nn.Module, schedule: NoiseSchedule, num: int, st
         for start in range(0, num, batch_size):
             noise = SeededNoise(list(seeds)[start : start + batch_size])
             x_T = noise(torch.empty(len(noise.generators), channels, size, size, device=device))
-            images = sample_ddim(eps_of(unet, channels), x_T, schedule, timesteps, eta, noise=noise)
+            images = sample_ddim(eps_of(unet, channels), x_T, schedule, timesteps, eta, clip_x0=True,
+                                 noise=noise)
             batches.append(images.cpu())
             bar.update(x_T.shape[0])
     return torch.cat(batches)

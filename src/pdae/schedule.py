@@ -17,6 +17,7 @@ from torch import Tensor
 from pdae.errors import PdaeError
 
 SCHEDULE_NAMES = ("linear", "cosine")
+DEVICE_COPIES = 16  # coefficient tensors kept per schedule on accelerators (NoiseSchedule.on_device)
 CUSTOM = "custom"  # betas given explicitly (a foreign DPM's schedule that is neither of the named ones)
 
 
@@ -127,7 +128,11 @@ class NoiseSchedule:
         return values.view(-1, *([1] * (like.dim() - 1)))
 
     def on_device(self, coef: Tensor, device: torch.device) -> Tensor:
-        """`coef` on `device`, copied once and cached (the cache holds `coef` too, so its key stays unique)."""
+        """`coef` on `device`, copied once and cached (the cache holds `coef`, so its key stays unique).
+
+        The cache keeps the most recent few copies: enough for every coefficient a step uses, bounded
+        when callers build new coefficient tensors (a new loss weight per loss object, say).
+        """
         if coef.device == device:
             return coef
         key = (coef.data_ptr(), coef.numel(), str(device))
@@ -135,6 +140,8 @@ class NoiseSchedule:
         if source is not coef:
             copy = coef.to(device)
             self._device_copies[key] = (coef, copy)
+            while len(self._device_copies) > DEVICE_COPIES:
+                del self._device_copies[next(iter(self._device_copies))]
         return copy
 
     def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
@@ -152,9 +159,15 @@ class NoiseSchedule:
 
     def posterior_mean(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """mu_t(x_t, x_0) of q(x_{t-1} | x_t, x_0) (DDPM eq. 7)."""
-        coef_x0 = self.betas * self.alpha_bar_prev.sqrt() / (1 - self.alpha_bar)
-        coef_xt = (1 - self.alpha_bar_prev) * self.alphas.sqrt() / (1 - self.alpha_bar)
-        return self.at(coef_x0, t, x_t) * x0 + self.at(coef_xt, t, x_t) * x_t
+        return self.at(self.posterior_coef_x0, t, x_t) * x0 + self.at(self.posterior_coef_xt, t, x_t) * x_t
+
+    @cached_property
+    def posterior_coef_x0(self) -> Tensor:
+        return self.betas * self.alpha_bar_prev.sqrt() / (1 - self.alpha_bar)
+
+    @cached_property
+    def posterior_coef_xt(self) -> Tensor:
+        return (1 - self.alpha_bar_prev) * self.alphas.sqrt() / (1 - self.alpha_bar)
 
     def timesteps(self, num_steps: int) -> Tensor:
         """Exactly `num_steps` distinct timesteps, ascending, the last one T-1 (respacing for DDIM).

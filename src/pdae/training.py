@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from pdae.checkpoint import (WEIGHTS_NAME, load_training_state, read_progress, save_training_state,
-                             save_weights)
+from pdae.checkpoint import (WEIGHTS_NAME, load_training_state, load_weights, read_progress,
+                             save_training_state, save_weights)
 from pdae.data import training_batches
 from pdae.errors import PdaeError
 from pdae.progress import progress_bar
@@ -97,18 +98,36 @@ def ema_decay(batch_images: int, images_seen: int, cfg: TrainConfig) -> float:
 class TrainableEMA:
     """EMA of the parameters that train, and nothing else: PDAE's frozen DPM is never copied."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module) -> None:
         self.params = {name: p for name, p in net.named_parameters() if p.requires_grad}
         self.averages = {name: p.detach().clone() for name, p in self.params.items()}
 
     @torch.no_grad()
     def update(self, decay: float) -> None:
+        """average <- decay * average + (1 - decay) * parameter, for every trained parameter at once."""
         torch._foreach_lerp_(list(self.averages.values()), [p.detach() for p in self.params.values()],
                              1 - decay)
 
     def full_state(self, net: nn.Module) -> dict[str, Tensor]:
         """`net`'s state dict with the averages in place of the trained parameters: the inference weights."""
         return {**net.state_dict(), **self.averages}
+
+
+def load_frozen_weights(net: nn.Module, weights_path: Path) -> None:
+    """Fill `net`'s frozen parameters (PDAE's DPM) from the run's weights file, which holds them once."""
+    frozen = [name for name, p in net.named_parameters() if not p.requires_grad]
+    if not frozen:
+        return
+    if not weights_path.is_file():
+        raise PdaeError(f"cannot resume: {weights_path}, which holds the frozen weights, is missing")
+    saved, _ = load_weights(weights_path)
+    missing = [name for name in frozen if name not in saved]
+    if missing:
+        raise PdaeError(f"cannot resume: {weights_path} lacks frozen weights such as {missing[0]}")
+    with torch.no_grad():
+        parameters = dict(net.named_parameters())
+        for name in frozen:
+            parameters[name].copy_(saved[name])
 
 
 def trainable_state(net: nn.Module) -> dict[str, Tensor]:
@@ -181,7 +200,7 @@ def save_checkpoint(run_dir: Path, net: nn.Module, ema: TrainableEMA, opt: torch
     save_weights(run_dir / WEIGHTS_NAME, ema.full_state(net), model_config, progress={"step": step})
 
 
-def open_tensorboard(run_dir: Path):
+def open_tensorboard(run_dir: Path) -> Any:
     """A SummaryWriter when tensorboard is installed, else None (it is optional)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -210,22 +229,25 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, r
         raise PdaeError(f"{run_dir} was trained with batch size {state['batch_size']}; "
                         f"resume it with that batch size, not {cfg.batch_size}")
 
+    step = 0
+    if state is not None:
+        load_frozen_weights(net, run_dir / WEIGHTS_NAME)  # the state holds only what trains
+        load_trainable_state(net, state["model"], run_dir / TRAIN_STATE_NAME)
+        step = int(state["step"])
     net.to(ctx.device)
     cuda = ctx.device.type == "cuda"
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay, fused=cuda)
-    step = 0
-    if state is not None:
-        load_trainable_state(net, state["model"], run_dir / TRAIN_STATE_NAME)
-        opt.load_state_dict(state["optimizer"])
-        step = int(state["step"])
     ema = TrainableEMA(net)
     if state is not None:
+        opt.load_state_dict(state["optimizer"])
         with torch.no_grad():
             for name, average in ema.averages.items():
                 average.copy_(state["ema"][name])
-        if ctx.is_main and read_progress(run_dir / WEIGHTS_NAME).get("step") != step:
-            save_weights(run_dir / WEIGHTS_NAME, ema.full_state(net), model_config, progress={"step": step})
+    # A new run's weights file exists from step 0 (it carries the frozen weights a resume reads back); a
+    # resumed one whose weights lag behind its state (killed between the two writes) is repaired here.
+    if ctx.is_main and read_progress(run_dir / WEIGHTS_NAME).get("step") != step:
+        save_weights(run_dir / WEIGHTS_NAME, ema.full_state(net), model_config, progress={"step": step})
     ddp_net = (nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device] if cuda else None)
                if ctx.world_size > 1 else net)
     step_net = torch.compile(ddp_net) if cfg.compile else ddp_net

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import torch
 import typer
 
 from pdae.commands import options as o
 from pdae.commands.dpm import saved_model_config
+
+if TYPE_CHECKING:
+    from pdae.autoencode import StepCounts
 
 Sampler = Annotated[str, typer.Option(help="Decoding: ddim (eta 0) or ddpm (ancestral, eta 1).")]
 InversionSteps = Annotated[int, typer.Option(help="DDIM steps of the inversion that infers x_T.")]
@@ -35,7 +38,8 @@ def open_images(images: Path, model, split: str, limit: int | None, skip_bad: bo
 
 
 def step_counts(inversion_steps: int, decoding_steps: int, sampler: str, clip_x0: bool = False,
-                clip_random: bool = False):
+                clip_random: bool = True) -> StepCounts:
+    """The autoencoding settings the options describe (ddim: eta 0, ddpm: eta 1)."""
     from pdae.autoencode import StepCounts
 
     o.choice(sampler, ("ddim", "ddpm"), "sampler")
@@ -91,7 +95,7 @@ def fit(
 
     target = o.prepare_runtime(threads, device)
     if resume:
-        config = saved_model_config(out)
+        config = saved_model_config(out, "pdae")
         saved = config["pdae"]
         o.refuse_changed_on_resume(out, {
             "latent_dim": (saved["latent_dim"], latent_dim),
@@ -185,7 +189,7 @@ def reconstruct(
     decoding_steps: DecodingSteps = 100,
     sampler: Sampler = "ddim",
     clip_x0: ClipX0 = False,
-    clip_random: ClipRandom = False,
+    clip_random: ClipRandom = True,
     npz: Annotated[Optional[Path], typer.Option(help="Also write inputs and both reconstructions as "
                                                      "(N, C, H, W) arrays in [0, 1].")] = None,
     seed: o.Seed = 0,
@@ -203,9 +207,9 @@ def reconstruct(
     target = o.prepare_runtime(threads, device)
     model = load_pdae(run, sampling_coef).to(target)
     x0, _ = next(iterate_batches(open_images(images, model, split, limit, skip_bad), limit))
-    outputs = run_reconstruct(model, x0,
-                              step_counts(inversion_steps, decoding_steps, sampler, clip_x0, clip_random),
-                              seeds=range(seed, seed + len(x0)))
+    steps = step_counts(inversion_steps, decoding_steps, sampler, clip_x0, clip_random)
+    outputs = {name: images.cpu() for name, images in
+               run_reconstruct(model, x0, steps, seeds=range(seed, seed + len(x0))).items()}
     save_grid(torch.cat([x0, outputs["random_xT"], outputs["inferred_xT"]]), out, ncols=len(x0))
     o.console.print(f"wrote {out} (rows: input, random x_T, inferred x_T; inversion {inversion_steps} steps, "
                     f"{sampler} decoding {decoding_steps} steps)")
@@ -280,10 +284,12 @@ def evaluate(
     limit: Annotated[int, typer.Option(min=1, help="Held-out test images for reconstruction.")] = 1000,
     inversion_steps: InversionSteps = 100,
     decoding_steps: DecodingSteps = 100,
-    probe_train: Annotated[int, typer.Option(help="Train-split images the linear probe is fit on.")] = 10000,
-    gap_images: Annotated[int, typer.Option(help="Held-out images for the posterior-mean gap.")] = 256,
+    probe_train: Annotated[
+        int, typer.Option(min=2, help="Train-split images the linear probe is fit on.")
+    ] = 10000,
+    gap_images: Annotated[int, typer.Option(min=1, help="Held-out images for the posterior-mean gap.")] = 256,
     clip_x0: ClipX0 = False,
-    clip_random: ClipRandom = False,
+    clip_random: ClipRandom = True,
     labels: o.Labels = None,
     label_column: o.LabelColumn = None,
     seed: o.Seed = 0,
@@ -309,7 +315,8 @@ def evaluate(
     started = time.perf_counter()
     scores = reconstruction_scores(model, test_set, steps, seed=seed)
     per_image = out.with_name(out.stem + "_per_image.npz")  # test image i is row i
-    atomic_write(per_image, lambda tmp: np.savez(open(tmp, "wb"), **{k: v.numpy() for k, v in scores.items()}))
+    arrays = {name: values.numpy() for name, values in scores.items()}
+    atomic_write(per_image, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
     report = {"run": str(run), "latent_dim": model.cfg.latent_dim, "sampling_coef": model.cfg.sampling_coef,
               "num_test_images": len(test_set), "inversion_steps": inversion_steps,
               "decoding_steps": decoding_steps, "clip_x0": clip_x0, "clip_random": clip_random,

@@ -17,14 +17,22 @@ PresetName = Annotated[str, typer.Option(  # one line per preset ("\n\n" keeps t
         f"{name}: {preset.description}" for name, preset in PRESETS.items()))]
 
 
-def saved_model_config(run_dir: Path) -> dict:
-    """The model config of an existing run, which --resume rebuilds the model from."""
+def saved_model_config(run_dir: Path, kind: str) -> dict:
+    """The model config of an existing run of `kind` ('dpm' or 'pdae'), which --resume rebuilds it from."""
     from pdae.training import CONFIG_NAME
 
     path = run_dir / CONFIG_NAME
     if not path.is_file():
         raise PdaeError(f"nothing to resume: {path} does not exist")
-    return json.loads(path.read_text())["model"]
+    try:
+        config = json.loads(path.read_text())["model"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise PdaeError(f"cannot resume: {path} is not a pdae run config ({error})") from None
+    if config.get("kind") != kind:
+        command = {"dpm": "pretrain", "pdae": "fit"}
+        raise PdaeError(f"cannot resume: {run_dir} holds a {config.get('kind')} run, not a {kind} run; "
+                        f"continue it with pdae {command.get(config.get('kind'), '...')} --resume")
+    return config
 
 
 def pretrain(
@@ -65,7 +73,7 @@ def pretrain(
     target = o.prepare_runtime(threads, device)
     o.choice(preset, list(PRESETS), "preset")
     if resume:
-        model_config = saved_model_config(out)
+        model_config = saved_model_config(out, "dpm")
         saved_unet, saved_schedule = model_config["unet"], model_config["schedule"]
         size, chans = (saved_unet["image_size"], saved_unet["in_channels"])
         o.refuse_changed_on_resume(out, {

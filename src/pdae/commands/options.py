@@ -54,10 +54,12 @@ Data = Annotated[Path, typer.Option("--data",
                                          "Default: the MNIST copy shipped with pdae.")]
 Split = Annotated[str, typer.Option(help="Dataset split, for datasets that have one (train or test).")]
 Limit = Annotated[Optional[int], typer.Option(min=0, help="Use only the first N images.")]
-Threads = Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")]
+Threads = Annotated[
+    Optional[int], typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")
+]
 Device = Annotated[Optional[str], typer.Option(help="Where the models run: cpu, cuda or cuda:N "
                                                 "(default: CUDA when available, else the CPU).")]
-SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images with a warning.")]
+SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images, naming each on one line.")]
 Labels = Annotated[Optional[str], typer.Option(
     "--labels", help="Labels of an image folder: 'folders' (one sub-folder per class) or a CSV file with a "
                      "header line file,<columns> (paths relative to the split folder or the image folder); "
