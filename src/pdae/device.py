@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from pdae.errors import PdaeError
@@ -28,6 +30,18 @@ def pick_device(name: str | None = None) -> torch.device:
     elif device.type != "cpu":
         raise PdaeError(f"device {name!r} is not supported; use cpu, cuda or cuda:N")
     return device
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training up here: on CUDA, and on CPUs with native bf16 (AVX-512 BF16
+    or AMX); on others (AVX2 only) it is emulated and measured 7-10x slower than fp32 (README)."""
+    if device.type == "cuda":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def synchronize(device: torch.device) -> None:

@@ -76,7 +76,7 @@ def fit(
     lr: o.LearningRate = 2e-4,
     ema_halflife: o.EmaHalflife = "20k",
     checkpoint_every: o.CheckpointEvery = "50k",
-    bf16: o.Bf16 = True,
+    bf16: o.Bf16 = None,
     hflip: o.Hflip = False,
     seed: o.Seed = 0,
     resume: o.Resume = False,
@@ -115,7 +115,7 @@ def fit(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     o.console.print(f"PDAE: {trainable / 1e6:.2f}M trainable parameters, z of size {model.cfg.latent_dim}")
     cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed, workers,
-                         compile)
+                         compile, target)
     train(model, PDAELoss(model.schedule, model.cfg.gamma), dataset, cfg, out, model.to_config(),
           resume=resume, description="fit", device=target)
     o.console.print(f"[green]done:[/] {out / 'ema.safetensors'}")

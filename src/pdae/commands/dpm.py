@@ -52,7 +52,7 @@ def pretrain(
     lr: o.LearningRate = 2e-4,
     ema_halflife: o.EmaHalflife = "50k",
     checkpoint_every: o.CheckpointEvery = "100k",
-    bf16: o.Bf16 = True,
+    bf16: o.Bf16 = None,
     hflip: o.Hflip = False,
     seed: o.Seed = 0,
     resume: o.Resume = False,
@@ -90,7 +90,7 @@ def pretrain(
     o.console.print(f"model: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, "
                     f"{noise_schedule}")
     cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed, workers,
-                         compile)
+                         compile, target)
     train(unet, EpsLoss(noise_schedule), dataset, cfg, out, model_config, resume=resume,
           description="pretrain", device=target)
     o.console.print(f"[green]done:[/] EMA weights in {out / 'ema.safetensors'}")

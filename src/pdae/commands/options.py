@@ -89,7 +89,9 @@ CheckpointEvery = Annotated[
     str, typer.Option("--checkpoint-every", help="Checkpoint every this many images.")
 ]
 Bf16 = Annotated[
-    bool, typer.Option("--bf16/--no-bf16", help="bf16 autocast (about 2x faster on CPU and GPU).")
+    Optional[bool], typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: on a GPU, or a CPU with "
+                                 "native bf16, where it is about 2x faster; off on other CPUs, where it "
+                                 "is emulated and several times slower).")
 ]
 Hflip = Annotated[bool, typer.Option("--hflip", help="Random horizontal flips (not for digits).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")]
@@ -101,7 +103,12 @@ Workers = Annotated[
 
 
 def train_config(images: str, batch_size: int, lr: float, ema_halflife: str, checkpoint_every: str,
-                 bf16: bool, seed: int, workers: int, compile: bool = False) -> TrainConfig:
+                 bf16: bool | None, seed: int, workers: int, compile: bool = False,
+                 device: torch.device | None = None) -> TrainConfig:
+    """The training settings the options describe; bf16 None means: where it is fast on `device`."""
+    from pdae.device import fast_bf16
+
+    bf16 = fast_bf16(device or torch.device("cpu")) if bf16 is None else bf16
     return TrainConfig(total_images=parse_count(images), batch_size=batch_size, lr=lr,
                        ema_halflife_images=parse_count(ema_halflife),
                        checkpoint_images=parse_count(checkpoint_every),
