@@ -20,8 +20,12 @@ from pdae.progress import progress_bar
 def reconstruction_metrics(model: PDAE, dataset: Dataset, steps: StepCounts, batch_size: int = 100,
                            seed: int = 0) -> dict:
     """MSE and SSIM on [0, 1] images, per image then averaged, for random and for inferred x_T."""
-    return {name: float(values.mean()) for name, values in
-            reconstruction_scores(model, dataset, steps, batch_size, seed).items()}
+    return mean_scores(reconstruction_scores(model, dataset, steps, batch_size, seed))
+
+
+def mean_scores(scores: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The average of each per-image score: the numbers of the paper's reconstruction table."""
+    return {name: float(values.mean()) for name, values in scores.items()}
 
 
 def reconstruction_scores(model: PDAE, dataset: Dataset, steps: StepCounts, batch_size: int = 100,

@@ -303,7 +303,8 @@ def evaluate(
 
     from pdae.checkpoint import atomic_write
     from pdae.data import iterate_batches
-    from pdae.evaluation import gap_report, probe_accuracy, reconstruction_scores, training_throughput
+    from pdae.evaluation import (gap_report, mean_scores, probe_accuracy, reconstruction_scores,
+                                 training_throughput)
     from pdae.model import load_pdae
 
     target = o.prepare_runtime(threads, device)
@@ -320,7 +321,7 @@ def evaluate(
     report = {"run": str(run), "latent_dim": model.cfg.latent_dim, "sampling_coef": model.cfg.sampling_coef,
               "num_test_images": len(test_set), "inversion_steps": inversion_steps,
               "decoding_steps": decoding_steps, "clip_x0": clip_x0, "clip_random": clip_random,
-              **{name: float(values.mean()) for name, values in scores.items()},
+              **mean_scores(scores),
               "per_image_scores": str(per_image)}
     x_gap, _ = next(iterate_batches(open_images(images, model, "test", gap_images), gap_images))
     report["gap"] = {k: v for k, v in gap_report(model, x_gap, seed=seed).items() if not isinstance(v, list)}
