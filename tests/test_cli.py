@@ -15,7 +15,8 @@ from pdae.commands.options import SHIPPED_DPM, parse_count
 from pdae.errors import DataError
 
 runner = CliRunner()
-COMMANDS = ["demo", "pretrain", "sample", "fit", "encode", "reconstruct", "gap", "denoise-one-step", "eval"]
+COMMANDS = ["demo", "pretrain", "sample", "fit", "encode", "reconstruct", "gap", "denoise-one-step", "eval",
+            "interpolate"]
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ by the backbone. G's output conv starts at zero, so at step 0 PDAE is exactly th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,8 +84,12 @@ class PDAE(nn.Module):
     def encode(self, x0: Tensor) -> Tensor:
         return self.encoder(x0)
 
-    def eps_and_shift(self, x_t: Tensor, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-        """The frozen eps_theta(x_t, t) and G(x_t, z, t); the DPM's encoder half runs once for both."""
+    def eps_and_shifts(self, x_t: Tensor, t: Tensor, zs: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """The frozen eps_theta(x_t, t) once, and G(x_t, z, t) for every z in `zs` on the same features.
+
+        Trajectory interpolation mixes G of two codes at every step: the frozen DPM (its encoder half, which
+        G reuses, and its decoder half) runs once for both.
+        """
         # Under autocast the frozen branch still runs in its own precision unless frozen_bf16: in bf16 its
         # eps error at small t is larger than the whole correction c_t G that G learns.
         precision = nullcontext() if self.cfg.frozen_bf16 else torch.autocast(x_t.device.type, enabled=False)
@@ -94,7 +99,12 @@ class PDAE(nn.Module):
             h, skips = self.dpm.encode(x_frozen, emb)
             eps = self.dpm.decode(h, skips, emb)
         # Frozen features feed a trainable branch: contiguous copies avoid a CPU GroupNorm backward crash.
-        shift = self.decoder(h.contiguous(), [s.contiguous() for s in skips], emb, self.z_projection(z))
+        h, skips = h.contiguous(), [s.contiguous() for s in skips]
+        return eps, [self.decoder(h, skips, emb, self.z_projection(z)) for z in zs]
+
+    def eps_and_shift(self, x_t: Tensor, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """The frozen eps_theta(x_t, t) and G(x_t, z, t); the DPM's encoder half runs once for both."""
+        eps, (shift,) = self.eps_and_shifts(x_t, t, [z])
         return eps, shift
 
     def forward(self, x_t: Tensor, t: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:

@@ -110,10 +110,26 @@ def sample_with_dpm(unet: torch.nn.Module, schedule: NoiseSchedule, num: int, st
 
 def shifted_eps(model: torch.nn.Module, z: Tensor, scale: float = 1.0) -> EpsFn:
     """PDAE's decoder as an eps function: eps_theta(x_t, t) - scale * k_t * G(x_t, z, t)."""
+    return mixed_shift_eps(model, [z], [scale])
+
+
+def mixed_shift_eps(model: torch.nn.Module, zs: Sequence[Tensor], weights: Sequence[Tensor | float]) -> EpsFn:
+    """eps_theta(x_t, t) - k_t * sum_j weights[j] * G(x_t, zs[j], t), the frozen DPM evaluated once.
+
+    A weight is a number or one value per row (trajectory interpolation mixes (1 - a) G(z_1) + a G(z_2)).
+    """
     k = model.sampling_coef()
 
     def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
-        eps, shift = model.eps_and_shift(x_t, t, z)
-        return eps - scale * model.schedule.at(k, t, eps) * shift
+        eps, shifts = model.eps_and_shifts(x_t, t, zs)
+        mixed = sum(_per_row(w, shift) * shift for w, shift in zip(weights, shifts))
+        return eps - model.schedule.at(k, t, eps) * mixed
 
     return eps_fn
+
+
+def _per_row(weight: Tensor | float, like: Tensor) -> Tensor | float:
+    """A number as it is; one value per row shaped to broadcast over `like`'s other dimensions."""
+    if isinstance(weight, Tensor):
+        return weight.to(like).view(-1, *[1] * (like.dim() - 1))
+    return weight

@@ -6,12 +6,12 @@ one module per format reads it (idx, folder, lmdb, npz), ``convert`` turns its p
 ``loader`` batches the items, for training in worker processes.
 """
 
-from pdae.data.convert import to_model_range, to_unit_range
+from pdae.data.convert import load_image, to_model_range, to_unit_range
 from pdae.data.dataset import ImageDataset, ItemKey, open_dataset
 from pdae.data.loader import EpochBatches, collate, epoch_permutation, iterate_batches, training_batches
 from pdae.data.source import ACCEPTED, IMAGE_EXTS
 
 __all__ = [
     "ACCEPTED", "IMAGE_EXTS", "EpochBatches", "ImageDataset", "ItemKey", "collate", "epoch_permutation",
-    "iterate_batches", "open_dataset", "to_model_range", "to_unit_range", "training_batches",
+    "iterate_batches", "load_image", "open_dataset", "to_model_range", "to_unit_range", "training_batches",
 ]

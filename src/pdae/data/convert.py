@@ -77,3 +77,10 @@ def load_pil(src: Path | io.BytesIO, name: str, spec: Spec) -> torch.Tensor:
             return _pil_to_model(img, spec.image_size, spec.channels)
     except PIL_ERRORS as e:
         raise DataError(f"cannot read image {name}: {e}") from e
+
+
+def load_image(path: Path, image_size: int, channels: int) -> torch.Tensor:
+    """One image file as a model tensor (channels, size, size) in [-1, 1], resized and center-cropped."""
+    if not path.is_file():
+        raise DataError(f"no image file at {path}")
+    return load_pil(path, str(path), Spec(image_size, channels, "test", None, False))
