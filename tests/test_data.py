@@ -192,6 +192,16 @@ def test_folder_csv_with_many_columns(folder, tmp_path):
     assert names.label_table("age")["age"].tolist() == [31, 31, 77]  # as long as the dataset
 
 
+def test_celeba_attribute_files_as_released(folder, tmp_path):
+    """list_attr_celeba.txt / CelebAMask-HQ-attribute-anno.txt: count line, names line, space-split rows."""
+    released = tmp_path / "list_attr_celeba.txt"
+    released.write_text("4\nSmiling Male \ncat/a.png  1 -1\ncat/deep/b.jpg -1 -1\ndog/c.bmp  1  1\n"
+                        "dog/d.webp -1  1\n")
+    ds = open_dataset(folder, image_size=8, channels=3, labels=released, label_column="Male")
+    assert [ds[i][1] for i in range(4)] == [0, 0, 1, 1]
+    assert ds.label_table()["Smiling"].tolist() == [1, -1, 1, -1]
+
+
 def test_label_table_without_a_csv(folder):
     assert open_dataset(folder, image_size=8, channels=3).label_table() == {}
     table = open_dataset(folder, image_size=8, channels=3, labels="folders").label_table()

@@ -17,8 +17,9 @@ app = typer.Typer(
 )
 for command in (autoencoder.demo, dpm.pretrain, dpm.sample, autoencoder.fit, autoencoder.encode,
                 autoencoder.reconstruct, autoencoder.gap, autoencoder.denoise_one_step, autoencoder.evaluate,
-                editing.interpolate, dpm.inspect_dpm):
+                editing.interpolate, editing.manipulate, dpm.inspect_dpm):
     app.command(name=command.__name__.replace("_", "-").replace("evaluate", "eval"))(command)
+app.add_typer(editing.attributes_app, name="attributes")
 
 
 def run_reporting_errors(entry: Callable[[], object]) -> None:

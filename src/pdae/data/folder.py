@@ -106,7 +106,8 @@ def _labels_from_folders(files: list[Path], root: Path) -> tuple[list[int], int]
 
 
 def _read_label_csv(path: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """A CSV whose header is file,<columns>: the column names and {relative posix path: that row's values}.
+    """A CSV whose header is file,<columns> (or CelebA's attribute file): the column names and
+    {relative posix path: that row's values}.
 
     Strict, because a shifted or repeated row would silently mislabel images: every row has one value per
     column, and no file appears twice.
@@ -116,6 +117,7 @@ def _read_label_csv(path: Path) -> tuple[list[str], dict[str, list[str]]]:
             lines = [(n, [v.strip() for v in row]) for n, row in enumerate(csv.reader(fh), 1) if row]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read labels CSV {path}: {e}") from e
+    lines = _from_celeba_layout(lines)
     header = lines[0][1] if lines else []
     if "file" not in header or len(set(header)) < len(header) or len(header) < 2:
         raise DataError(f"{path} must start with a header line file,<columns> with distinct names, "
@@ -133,6 +135,15 @@ def _read_label_csv(path: Path) -> tuple[list[str], dict[str, list[str]]]:
                             f"{first_line[key]})")
         rows[key], first_line[key] = values, number
     return header[:at] + header[at + 1:], rows
+
+
+def _from_celeba_layout(lines: list[tuple[int, list[str]]]) -> list[tuple[int, list[str]]]:
+    """CelebA's list_attr_celeba.txt and CelebAMask-HQ-attribute-anno.txt as released (a line with the
+    image count, a line of attribute names, then 'file value...' rows split by spaces) as CSV lines."""
+    if len(lines) < 2 or len(lines[0][1]) != 1 or not lines[0][1][0].isdigit():
+        return lines
+    names = " ".join(lines[1][1]).split()
+    return [(lines[1][0], ["file", *names])] + [(n, " ".join(row).split()) for n, row in lines[2:]]
 
 
 def _labels_from_csv(files: list[Path], roots: tuple[Path, Path], path: Path,
