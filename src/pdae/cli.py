@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import typer
 
-from pdae.commands import autoencoder, dpm, editing
+from pdae.commands import autoencoder, dpm, editing, latent
 from pdae.commands.options import console
 from pdae.errors import PdaeError
 
@@ -20,6 +20,7 @@ for command in (autoencoder.demo, dpm.pretrain, dpm.sample, autoencoder.fit, aut
                 editing.interpolate, editing.manipulate, dpm.inspect_dpm):
     app.command(name=command.__name__.replace("_", "-").replace("evaluate", "eval"))(command)
 app.add_typer(editing.attributes_app, name="attributes")
+app.add_typer(latent.latent_app, name="latent")
 
 
 def run_reporting_errors(entry: Callable[[], object]) -> None:

@@ -9,18 +9,23 @@ from pdae.schedule import NoiseSchedule
 
 
 class EpsLoss:
-    """DDPM's simple loss: || eps - eps_theta(x_t, t) ||^2 with t ~ U{0..T-1}, per sample."""
+    """DDPM's simple loss: the mean of (eps - eps_theta(x_t, t))^2 per sample, t ~ U{0..T-1}.
 
-    def __init__(self, schedule: NoiseSchedule, class_conditional: bool = False):
+    `l1` takes |eps - eps_theta| instead (the latent DPM's loss, as in Diff-AE). Works for images and
+    for flat codes alike.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, class_conditional: bool = False, l1: bool = False):
         self.schedule = schedule
         self.class_conditional = class_conditional
+        self.l1 = l1
 
     def __call__(self, net: nn.Module, x0: Tensor, labels: Tensor) -> Tensor:
         t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, eps)
-        eps_pred = net(x_t, t, labels if self.class_conditional else None)[:, : x0.shape[1]]
-        return (eps_pred.float() - eps).square().mean(dim=(1, 2, 3))
+        error = net(x_t, t, labels if self.class_conditional else None)[:, : x0.shape[1]].float() - eps
+        return (error.abs() if self.l1 else error.square()).flatten(1).mean(dim=1)
 
 
 class PDAELoss:

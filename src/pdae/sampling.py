@@ -34,13 +34,15 @@ class SeededNoise:
 
 
 def ddim_transition(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, t_from: int, t_to: int, t_eval: int,
-                    eta: float = 0.0, clip_x0: bool = False, noise: NoiseFn = torch.randn_like) -> Tensor:
-    """Move x from level t_from to t_to via the predicted x0, with eps evaluated at (x, t_eval)."""
+                    eta: float = 0.0, clip_x0: bool = False, noise: NoiseFn = torch.randn_like,
+                    clip_range: float = 1.0) -> Tensor:
+    """Move x from level t_from to t_to via the predicted x0 (clamped to +-clip_range if clip_x0), with eps
+    evaluated at (x, t_eval)."""
     a_from, a_to = (float(schedule.alpha_bar_at(torch.tensor(s))) for s in (t_from, t_to))
     eps = eps_fn(x, torch.full((x.shape[0],), t_eval, device=x.device, dtype=torch.long)).to(x.dtype)
     x0 = (x - np.sqrt(1 - a_from) * eps) / np.sqrt(a_from)
     if clip_x0 and a_from < 1:
-        x0 = x0.clamp(-1, 1)
+        x0 = x0.clamp(-clip_range, clip_range)
         eps = (x - np.sqrt(a_from) * x0) / np.sqrt(1 - a_from)
     sigma = eta * np.sqrt(max((1 - a_to) / (1 - a_from) * (1 - a_from / a_to), 0.0)) if a_from < 1 else 0.0
     x_next = np.sqrt(a_to) * x0 + np.sqrt(max(1 - a_to - sigma**2, 0.0)) * eps
@@ -50,14 +52,16 @@ def ddim_transition(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, t_from: i
 @torch.no_grad()
 def sample_ddim(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, timesteps: Tensor, eta: float = 0.0, *,
                 clip_x0: bool, noise: NoiseFn = torch.randn_like,
-                callback: StepCallback | None = None) -> Tensor:
+                callback: StepCallback | None = None, clip_range: float = 1.0) -> Tensor:
     """Decode x from level timesteps[-1] through every listed step to the clean image (alpha_bar = 1).
 
-    `clip_x0` has no default: decoding an inferred x_T must clamp exactly as its inversion did.
+    `clip_x0` has no default: decoding an inferred x_T must clamp exactly as its inversion did. The
+    clamp is to [-clip_range, clip_range] (a latent DPM's truncation uses another range than images).
     """
     levels = [-1] + timesteps.tolist()
     for i in range(len(levels) - 1, 0, -1):
-        x = ddim_transition(eps_fn, x, schedule, levels[i], levels[i - 1], levels[i], eta, clip_x0, noise)
+        x = ddim_transition(eps_fn, x, schedule, levels[i], levels[i - 1], levels[i], eta, clip_x0, noise,
+                            clip_range)
         if callback is not None:
             callback(len(levels) - 1 - i, x)
     return x
@@ -108,22 +112,25 @@ def sample_with_dpm(unet: torch.nn.Module, schedule: NoiseSchedule, num: int, st
     return torch.cat(batches)
 
 
-def shifted_eps(model: torch.nn.Module, z: Tensor, scale: float = 1.0) -> EpsFn:
-    """PDAE's decoder as an eps function: eps_theta(x_t, t) - scale * k_t * G(x_t, z, t)."""
-    return mixed_shift_eps(model, [z], [scale])
+def shifted_eps(model: torch.nn.Module, z: Tensor, scale: float = 1.0, min_t: int = 0) -> EpsFn:
+    """PDAE's decoder as an eps function: eps_theta(x_t, t) - scale * k_t * G(x_t, z, t) for t >= min_t."""
+    return mixed_shift_eps(model, [z], [scale], min_t)
 
 
-def mixed_shift_eps(model: torch.nn.Module, zs: Sequence[Tensor], weights: Sequence[Tensor | float]) -> EpsFn:
+def mixed_shift_eps(model: torch.nn.Module, zs: Sequence[Tensor], weights: Sequence[Tensor | float],
+                    min_t: int = 0) -> EpsFn:
     """eps_theta(x_t, t) - k_t * sum_j weights[j] * G(x_t, zs[j], t), the frozen DPM evaluated once.
 
     A weight is a number or one value per row (trajectory interpolation mixes (1 - a) G(z_1) + a G(z_2)).
+    Below `min_t` the shift is off: the plain DPM finishes the decoding (the stop fraction).
     """
     k = model.sampling_coef()
 
     def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
         eps, shifts = model.eps_and_shifts(x_t, t, zs)
         mixed = sum(_per_row(w, shift) * shift for w, shift in zip(weights, shifts))
-        return eps - model.schedule.at(k, t, eps) * mixed
+        coef = model.schedule.at(k, t, eps) * _per_row((t >= min_t).to(eps.dtype), eps)
+        return eps - coef * mixed
 
     return eps_fn
 

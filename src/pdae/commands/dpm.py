@@ -18,7 +18,8 @@ PresetName = Annotated[str, typer.Option(  # one line per preset ("\n\n" keeps t
 
 
 def saved_model_config(run_dir: Path, kind: str) -> dict:
-    """The model config of an existing run of `kind` ('dpm' or 'pdae'), which --resume rebuilds it from."""
+    """The model config of an existing run of `kind` ('dpm', 'pdae', 'latent_dpm'), which --resume rebuilds
+    it from."""
     from pdae.training import CONFIG_NAME
 
     path = run_dir / CONFIG_NAME
@@ -29,7 +30,7 @@ def saved_model_config(run_dir: Path, kind: str) -> dict:
     except (ValueError, KeyError, TypeError) as error:
         raise PdaeError(f"cannot resume: {path} is not a pdae run config ({error})") from None
     if config.get("kind") != kind:
-        command = {"dpm": "pretrain", "pdae": "fit"}
+        command = {"dpm": "pretrain", "pdae": "fit", "latent_dpm": "latent fit"}
         raise PdaeError(f"cannot resume: {run_dir} holds a {config.get('kind')} run, not a {kind} run; "
                         f"continue it with pdae {command.get(config.get('kind'), '...')} --resume")
     return config
@@ -97,14 +98,26 @@ def pretrain(
 
 
 def sample(
+    run: Annotated[Optional[Path], typer.Argument(
+        show_default=False, help="A PDAE run folder or .safetensors file: sample codes z from its latent DPM "
+                                 "(see `pdae latent fit`) and decode them with the PDAE. Without it, the DPM "
+                                 "of --dpm samples on its own.")] = None,
     dpm: Annotated[Path, typer.Option(help="DPM run folder or .safetensors file, or any DPM inspect-dpm "
                                       "reads. Default: the shipped MNIST DPM.")] = o.SHIPPED_DPM,
     out: o.Out = Path("samples.png"),
-    num: Annotated[int, typer.Option("--num", "-n", help="Number of samples.")] = 64,
-    steps: Annotated[int, typer.Option(help="Sampling steps (respaced from the DPM's T).")] = 100,
+    num: Annotated[int, typer.Option("--num", "-n", min=1, help="Number of samples.")] = 64,
+    steps: Annotated[int, typer.Option(min=1, help="Sampling steps (respaced from the DPM's T).")] = 100,
     sampler: Annotated[
         str, typer.Option(help="ddim (deterministic, eta 0) or ddpm (ancestral, eta 1).")
     ] = "ddim",
+    latent: Annotated[Optional[Path], typer.Option(help="With RUN: its latent DPM (default: RUN/latent, or "
+                                                   "<name>_latent.safetensors beside a file).")] = None,
+    latent_steps: Annotated[int, typer.Option(min=1, help="With RUN: DDIM steps of the latent DPM.")] = 100,
+    stop_fraction: Annotated[float, typer.Option(help="With RUN: the last share of decoding steps run "
+                                                 "without PDAE's shift.")] = 0.0,
+    truncate: Annotated[Optional[float], typer.Option(
+        min=0.01, help="With RUN: clamp the standardised latent x_T and every predicted z_0 to "
+                       "[-T, T] (default: no clamp).")] = None,
     seed: o.Seed = 0,
     batch_size: o.BatchSize = 256,
     npz: Annotated[Optional[Path], typer.Option(help="Also write the samples as an (N, C, H, W) array "
@@ -112,13 +125,26 @@ def sample(
     device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
-    """Draw samples from a DPM and write them as a PNG grid (and optionally an .npz array)."""
+    """Draw samples from a DPM, or from a PDAE through its latent DPM; write a PNG grid (and an .npz)."""
     from pdae.backbones import load_dpm
     from pdae.images import save_grid, save_npz
     from pdae.sampling import sample_with_dpm
 
-    target = o.prepare_runtime(threads, device)
     o.choice(sampler, ("ddim", "ddpm"), "sampler")
+    if run is not None:
+        from pdae.commands.latent import sample_from_pdae
+
+        if sampler != "ddim" or o.typed("dpm"):
+            raise typer.BadParameter("with RUN, samples decode by DDIM with the PDAE's own DPM: drop "
+                                     "--sampler and --dpm")
+        sample_from_pdae(run, out, num, steps, seed, batch_size, latent, latent_steps, stop_fraction,
+                         truncate, npz, device, threads)
+        return
+    pdae_only = [name for name in ("latent", "latent_steps", "stop_fraction", "truncate") if o.typed(name)]
+    if pdae_only:
+        raise typer.BadParameter(f"--{pdae_only[0].replace('_', '-')} applies to sampling from a PDAE: "
+                                 "pass its RUN")
+    target = o.prepare_runtime(threads, device)
     unet, schedule = load_dpm(dpm)
     images = sample_with_dpm(unet.to(target), schedule, num, steps, eta=1.0 if sampler == "ddpm" else 0.0,
                              seeds=range(seed, seed + num), batch_size=batch_size)

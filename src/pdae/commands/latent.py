@@ -1,0 +1,127 @@
+"""Commands of the latent DPM: train it on a PDAE's codes, and sample new images through it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+
+from pdae.commands import options as o
+from pdae.commands.autoencoder import open_images
+
+latent_app = typer.Typer(help="The latent DPM over a PDAE's codes z (for sampling new images).",
+                         no_args_is_help=True)
+
+
+@latent_app.command("fit")
+def fit_latent(
+    run: o.Run = o.SHIPPED_PDAE,
+    data: o.Data = o.SHIPPED_MNIST,
+    split: o.Split = "train",
+    limit: o.Limit = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder of the latent DPM (default: "
+                                                "RUN/latent for a run folder, else <name>_latent here).")]
+    = None,
+    width: Annotated[int, typer.Option(min=1, help="Width of the MLP's hidden layers.")] = 512,
+    depth: Annotated[int, typer.Option(min=1, help="Number of hidden layers.")] = 6,
+    images: o.TotalImages = "2M",
+    batch_size: o.TrainBatch = 256,
+    lr: o.LearningRate = 1e-4,
+    ema_halflife: o.EmaHalflife = "100k",
+    checkpoint_every: o.CheckpointEvery = "500k",
+    seed: o.Seed = 0,
+    resume: o.Resume = False,
+    device: o.Device = None,
+    threads: o.Threads = None,
+) -> None:
+    """Train a latent DPM (an MLP with skip connections and time-scaled layers, L1 loss on eps) on z.
+
+    The codes of the training images are encoded once and cached in the run folder (codes.pt);
+    `pdae sample RUN` then finds the latent DPM beside the PDAE.
+    """
+    from pdae.commands.dpm import saved_model_config
+    from pdae.latent import CodeDataset, LatentDPM, build_latent_dpm
+    from pdae.linear import Standardiser
+    from pdae.losses import EpsLoss
+    from pdae.nn.latent_mlp import LatentMLPConfig
+    from pdae.schedule import NoiseSchedule
+    from pdae.training import train
+
+    target = o.prepare_runtime(threads, device)
+    out = out or (run / "latent" if run.is_dir() else Path(f"{run.stem}_latent"))
+    codes = cached_codes(run, data, split, limit, out, target)
+    if resume:
+        latent = build_latent_dpm(saved_model_config(out, "latent_dpm"))
+        o.refuse_changed_on_resume(out, {"width": (latent.net.cfg.width, width),
+                                         "depth": (latent.net.cfg.depth, depth)})
+    else:
+        latent = LatentDPM(LatentMLPConfig(codes.shape[1], width, depth), NoiseSchedule("linear", 1000))
+    standardise = Standardiser.fit(codes)
+    latent.z_mean.copy_(standardise.mean)
+    latent.z_std.copy_(standardise.std)
+    o.console.print(f"latent DPM: {sum(p.numel() for p in latent.parameters()) / 1e6:.2f}M parameters on "
+                    f"{len(codes)} codes of size {codes.shape[1]}")
+    cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, False, seed, 0,
+                         device=target)
+    train(latent, EpsLoss(latent.schedule, l1=True), CodeDataset(standardise(codes)), cfg, out,
+          latent.to_config(), resume=resume, description="latent fit", device=target)
+    o.console.print(f"[green]done:[/] {out / 'ema.safetensors'}")
+
+
+def cached_codes(run: Path, data: Path, split: str, limit: int | None, out: Path,
+                 device: torch.device) -> torch.Tensor:
+    """The codes z of the training images, encoded once: reused while the run, data and split match."""
+    from pdae.checkpoint import resolve_weights_path
+    from pdae.evaluation import encode_dataset
+    from pdae.model import load_pdae
+
+    weights = resolve_weights_path(run)
+    key = {"run": str(weights.resolve()), "run_bytes": weights.stat().st_size,
+           "run_mtime": weights.stat().st_mtime, "data": str(Path(data).resolve()), "split": split,
+           "limit": limit}
+    cache = out / "codes.pt"
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=True)
+        if saved["key"] == key:
+            return saved["codes"]
+    model = load_pdae(run).to(device)
+    codes = encode_dataset(model, open_images(data, model, split, limit))[0]
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "codes": codes}, cache)
+    return codes
+
+
+def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batch_size: int,
+                     latent: Path | None, latent_steps: int, stop_fraction: float, truncate: float | None,
+                     npz: Path | None, device: str | None, threads: int | None) -> None:
+    """`pdae sample RUN`: latent-DPM codes decoded by the PDAE from random x_T, as a PNG (and .npz)."""
+    from pdae.autoencode import StepCounts
+    from pdae.errors import CheckpointError
+    from pdae.images import save_grid, save_npz
+    from pdae.latent import latent_path, load_latent_dpm, sample_images
+    from pdae.model import load_pdae
+    from pdae.progress import progress_bar
+
+    if not 0 <= stop_fraction < 1:
+        raise typer.BadParameter(f"--stop-fraction must be in [0, 1), got {stop_fraction}")
+    target = o.prepare_runtime(threads, device)
+    model = load_pdae(run).to(target)
+    latent_at = latent or latent_path(run)
+    try:
+        latent_dpm = load_latent_dpm(latent_at).to(target)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}\nsampling from a PDAE needs its latent DPM: train one with "
+                              f"`pdae latent fit {run}`, or pass --latent") from None
+    batches = []
+    with progress_bar("sampling", total=num, fields=()) as bar:
+        for start in range(seed, seed + num, batch_size):
+            seeds = range(start, min(start + batch_size, seed + num))
+            batches.append(sample_images(model, latent_dpm, seeds, StepCounts(decoding=steps), latent_steps,
+                                         stop_fraction, truncate).cpu())
+            bar.update(len(seeds))
+    images = torch.cat(batches)
+    o.console.print(f"wrote {save_grid(images, out)}")
+    if npz is not None:
+        o.console.print(f"wrote {save_npz(npz, samples=images)}")

@@ -1,0 +1,111 @@
+"""The latent DPM (paper §4.5): a small diffusion model over standardised codes z, so that PDAE can draw
+new images: sample z, then decode it with PDAE from a random x_T.
+
+The reference clamps the latent x_T and every predicted z_0 to [-1, 1], which cuts off standardised codes
+(about a third of their values lie outside); here nothing is clamped unless a truncation is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from pdae.autoencode import StepCounts
+from pdae.checkpoint import load_state_strict, load_weights, resolve_weights_path
+from pdae.errors import CheckpointError
+from pdae.linear import Standardiser
+from pdae.model import PDAE
+from pdae.nn.latent_mlp import LatentMLP, LatentMLPConfig
+from pdae.sampling import SeededNoise, sample_ddim, shifted_eps
+from pdae.schedule import NoiseSchedule
+
+
+class LatentDPM(nn.Module):
+    """An eps network over standardised z with its schedule and the statistics that standardise z."""
+
+    def __init__(self, cfg: LatentMLPConfig, schedule: NoiseSchedule):
+        super().__init__()
+        self.schedule = schedule
+        self.net = LatentMLP(cfg)
+        self.register_buffer("z_mean", torch.zeros(cfg.dim))
+        self.register_buffer("z_std", torch.ones(cfg.dim))
+
+    @property
+    def standardiser(self) -> Standardiser:
+        return Standardiser(self.z_mean, self.z_std)
+
+    def forward(self, z_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.net(z_t, t)
+
+    def to_config(self) -> dict:
+        return {"kind": "latent_dpm", "mlp": self.net.cfg.to_dict(), "schedule": self.schedule.to_config()}
+
+
+def build_latent_dpm(config: dict) -> LatentDPM:
+    if config.get("kind") != "latent_dpm":
+        raise CheckpointError(f"expected a latent DPM checkpoint, found kind {config.get('kind')!r}")
+    return LatentDPM(LatentMLPConfig(**config["mlp"]), NoiseSchedule(**config["schedule"]))
+
+
+def latent_path(run: Path) -> Path:
+    """Where a PDAE's latent DPM lives: RUN/latent for a run folder, <stem>_latent.safetensors beside a file."""
+    return run / "latent" if run.is_dir() else run.with_name(f"{run.stem}_latent.safetensors")
+
+
+def load_latent_dpm(path: Path) -> LatentDPM:
+    """A latent DPM from its run folder or weights file, in eval mode."""
+    weights_path = resolve_weights_path(path)
+    state, config = load_weights(weights_path)
+    latent = build_latent_dpm(config)
+    load_state_strict(latent, state, str(weights_path))
+    return latent.eval()
+
+
+class CodeDataset(Dataset):
+    """Standardised codes as (z, -1) items, for the shared training loop."""
+
+    def __init__(self, codes: Tensor):
+        self.codes = codes.float()
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[Tensor, int]:
+        return self.codes[key[0] if isinstance(key, tuple) else key], -1
+
+
+@torch.no_grad()
+def sample_codes(latent: LatentDPM, seeds: Sequence[int], steps: int, truncate: float | None = None) -> Tensor:
+    """Codes z (not standardised) by DDIM over the latent DPM, one seed per code, on its device.
+
+    `truncate` clamps the standardised latent x_T and every predicted z_0 to [-truncate, truncate].
+    """
+    device = latent.z_mean.device
+    noise = SeededNoise(seeds)
+    z_T = noise(torch.empty(len(seeds), latent.net.cfg.dim, device=device))
+    if truncate is not None:
+        z_T = z_T.clamp(-truncate, truncate)
+    z = sample_ddim(lambda z_t, t: latent(z_t, t), z_T, latent.schedule, latent.schedule.timesteps(steps),
+                    clip_x0=truncate is not None, clip_range=truncate or 1.0)
+    return latent.standardiser.invert(z)
+
+
+@torch.no_grad()
+def sample_images(model: PDAE, latent: LatentDPM, seeds: Sequence[int], steps: StepCounts,
+                  latent_steps: int = 100, stop_fraction: float = 0.0, truncate: float | None = None) -> Tensor:
+    """New images: z from the latent DPM, decoded by PDAE from a random x_T (both seeded per image).
+
+    The last `stop_fraction` of the decoding steps run without PDAE's shift (the plain DPM finishes).
+    """
+    z = sample_codes(latent, seeds, latent_steps, truncate).to(model.device)
+    size, channels = model.dpm.image_size, model.dpm.in_channels
+    noise = SeededNoise([seed + 1 for seed in seeds])
+    x_T = noise(torch.empty(len(seeds), channels, size, size, device=model.device))
+    timesteps = model.schedule.timesteps(steps.decoding)
+    min_t = int(timesteps[round(stop_fraction * len(timesteps))]) if stop_fraction > 0 else 0
+    return sample_ddim(shifted_eps(model, z, min_t=min_t), x_T, model.schedule, timesteps, eta=steps.eta,
+                       clip_x0=steps.clip_random, noise=noise)

@@ -1,0 +1,123 @@
+"""The latent DPM: its network, the L1 eps loss by hand, the stop fraction, truncation, a fit that learns
+a two-mode code distribution, and `pdae latent fit` -> `pdae sample RUN` end to end."""
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pdae.cli import app
+from pdae.latent import CodeDataset, LatentDPM, sample_codes
+from pdae.linear import Standardiser
+from pdae.losses import EpsLoss
+from pdae.model import PDAE, PDAEConfig
+from pdae.nn.latent_mlp import LatentMLPConfig
+from pdae.nn.unet import UNet, UNetConfig
+from pdae.sampling import eps_of, shifted_eps
+from pdae.schedule import NoiseSchedule
+from pdae.training import TrainConfig, train
+
+runner = CliRunner()
+torch.set_num_threads(1)
+
+
+def test_latent_network_starts_at_zero_and_the_l1_loss_matches_a_hand_computation():
+    latent = LatentDPM(LatentMLPConfig(dim=6, width=16, depth=3), NoiseSchedule("linear", 1000))
+    z = torch.randn(5, 6)
+    t = torch.tensor([0, 10, 100, 500, 999])
+    assert latent(z, t).shape == (5, 6) and latent(z, t).abs().max() == 0  # zero output layer
+    torch.manual_seed(3)
+    loss = EpsLoss(latent.schedule, l1=True)(latent, z, torch.zeros(5))
+    torch.manual_seed(3)
+    torch.randint(0, 1000, (5,))
+    expected = torch.randn(5, 6).abs().mean(1)  # the network predicts 0, so the loss is mean |eps|
+    torch.testing.assert_close(loss, expected)
+
+
+def test_stop_fraction_turns_the_shift_off_below_min_t():
+    torch.manual_seed(0)
+    cfg = UNetConfig(image_size=8, in_channels=1, model_channels=32, out_channels=1, num_res_blocks=1,
+                     attention_resolutions=(), channel_mult=(1, 2))
+    model = PDAE(UNet(cfg), NoiseSchedule("linear", 1000), PDAEConfig(latent_dim=4))
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x_t, z, t = torch.randn(2, 1, 8, 8), torch.randn(2, 4), torch.tensor([100, 600])
+    with torch.no_grad():
+        stopped = shifted_eps(model, z, min_t=300)(x_t, t)
+        torch.testing.assert_close(stopped[0], eps_of(model.dpm, 1)(x_t, t)[0])
+        torch.testing.assert_close(stopped[1], shifted_eps(model, z)(x_t, t)[1])
+        assert (stopped[1] - eps_of(model.dpm, 1)(x_t, t)[1]).abs().max() > 1e-4
+
+
+def test_truncation_bounds_the_standardised_codes():
+    latent = LatentDPM(LatentMLPConfig(dim=16, width=16, depth=2), NoiseSchedule("linear", 1000)).eval()
+    free = latent.standardiser(sample_codes(latent, range(64), steps=5))
+    truncated = latent.standardiser(sample_codes(latent, range(64), steps=5, truncate=0.5))
+    assert free.abs().max() > 1  # an untrained network, unclamped, leaves [-1, 1]
+    assert truncated.abs().max() <= 0.5 + 1e-5
+
+
+def test_latent_fit_learns_two_modes(tmp_path):
+    """Codes from two well separated clusters: trained samples fall near the clusters, not between them."""
+    g = torch.Generator().manual_seed(0)
+    signs = torch.randint(0, 2, (4000, 1), generator=g) * 2 - 1
+    codes = torch.cat([4 * signs + 0.3 * torch.randn(4000, 1, generator=g), torch.randn(4000, 1, generator=g)],
+                      dim=1)
+    latent = LatentDPM(LatentMLPConfig(dim=2, width=64, depth=3), NoiseSchedule("linear", 1000))
+    standardise = Standardiser.fit(codes)
+    latent.z_mean.copy_(standardise.mean)
+    latent.z_std.copy_(standardise.std)
+    cfg = TrainConfig(total_images=60_000, batch_size=200, lr=2e-3, warmup_images=2000,
+                      ema_halflife_images=5000, checkpoint_images=60_000)
+    train(latent, EpsLoss(latent.schedule, l1=True), CodeDataset(standardise(codes)), cfg, tmp_path / "run",
+          latent.to_config(), device=torch.device("cpu"))
+    samples = sample_codes(latent, range(400), steps=50)
+    near_a_mode = ((samples[:, 0].abs() - 4).abs() < 1.5).float().mean()
+    assert near_a_mode > 0.8, float(near_a_mode)
+    assert 0.25 < (samples[:, 0] > 0).float().mean() < 0.75  # both modes
+
+
+def test_latent_fit_then_sample_from_the_pdae(tmp_path):
+    rng = np.random.default_rng(1)
+    data = tmp_path / "data.npz"
+    np.savez(data, images=rng.integers(0, 256, (24, 8, 8), dtype=np.uint8))
+    common = ["--data", str(data), "--images", "16", "--batch-size", "8", "--threads", "1"]
+    assert runner.invoke(app, ["pretrain", "--out", str(tmp_path / "dpm"), "--image-size", "8", "--preset",
+                               "tiny", *common]).exit_code == 0
+    run = tmp_path / "pdae"
+    assert runner.invoke(app, ["fit", "--dpm", str(tmp_path / "dpm"), "--out", str(run), "--latent-dim", "8",
+                               *common]).exit_code == 0
+
+    result = runner.invoke(app, ["sample", str(run), "-n", "2"])
+    assert result.exit_code != 0 and "pdae latent fit" in str(result.exception or result.output)
+
+    fit = ["latent", "fit", str(run), "--data", str(data), "--images", "256", "--batch-size", "32",
+           "--width", "16", "--depth", "2", "--threads", "1"]
+    result = runner.invoke(app, fit)
+    assert result.exit_code == 0, result.output
+    assert (run / "latent" / "ema.safetensors").is_file()
+    cache = run / "latent" / "codes.pt"
+    codes = torch.load(cache, weights_only=True)["codes"]
+    assert codes.shape == (24, 8)
+    written = cache.stat().st_mtime_ns
+    result = runner.invoke(app, [*fit[:-6], "--images", "512", "--batch-size", "32", "--width", "16",
+                                 "--depth", "2", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert cache.stat().st_mtime_ns == written  # codes encoded once, reused on resume
+
+    npz = tmp_path / "s.npz"
+    result = runner.invoke(app, ["sample", str(run), "-n", "3", "--steps", "4", "--latent-steps", "4",
+                                 "--stop-fraction", "0.5", "--npz", str(npz), "-o", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    samples = np.load(npz)["samples"]
+    assert samples.shape == (3, 1, 8, 8) and 0 <= samples.min() and samples.max() <= 1
+
+    result = runner.invoke(app, ["sample", "--truncate", "1"])
+    assert result.exit_code != 0 and "pass its RUN" in result.output
+
+
+@pytest.mark.parametrize("fraction", ["-0.1", "1"])
+def test_stop_fraction_out_of_range_is_refused(fraction):
+    result = runner.invoke(app, ["sample", "missing-run", "--stop-fraction", fraction])
+    assert result.exit_code != 0 and "stop-fraction" in result.output
