@@ -58,6 +58,22 @@ def decode(model: PDAE, z: Tensor, x_T: Tensor, steps: StepCounts,
 
 
 @torch.no_grad()
+def decode_from_noise(model: PDAE, z: Tensor, seeds: Sequence[int], steps: StepCounts, scale: float = 1.0,
+                      stop_fraction: float = 0.0) -> Tensor:
+    """Decode codes from random x_T (row i's x_T and noise seeded by seeds[i]): new images with z's semantics.
+
+    `scale` multiplies G (0 is the bare DPM); the last `stop_fraction` of the steps run without the shift.
+    """
+    size, channels = model.dpm.image_size, model.dpm.in_channels
+    noise = SeededNoise(seeds)
+    x_T = noise(torch.empty(len(seeds), channels, size, size, device=model.device))
+    timesteps = model.schedule.timesteps(steps.decoding)
+    min_t = int(timesteps[round(stop_fraction * len(timesteps))]) if stop_fraction > 0 else 0
+    return sample_ddim(shifted_eps(model, z.to(model.device), scale, min_t), x_T, model.schedule, timesteps,
+                       eta=steps.eta, clip_x0=steps.clip_random, noise=noise)
+
+
+@torch.no_grad()
 def reconstruct(model: PDAE, x0: Tensor, steps: StepCounts, seeds: Sequence[int]) -> dict[str, Tensor]:
     """Decode each image from its z twice: from a random x_T (seeded per image) and from its inferred x_T.
 

@@ -14,13 +14,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from pdae.autoencode import StepCounts
+from pdae.autoencode import StepCounts, decode_from_noise
 from pdae.checkpoint import load_state_strict, load_weights, resolve_weights_path
 from pdae.errors import CheckpointError
 from pdae.linear import Standardiser
 from pdae.model import PDAE
 from pdae.nn.latent_mlp import LatentMLP, LatentMLPConfig
-from pdae.sampling import SeededNoise, sample_ddim, shifted_eps
+from pdae.sampling import SeededNoise, sample_ddim
 from pdae.schedule import NoiseSchedule
 
 
@@ -96,16 +96,11 @@ def sample_codes(latent: LatentDPM, seeds: Sequence[int], steps: int, truncate: 
 
 @torch.no_grad()
 def sample_images(model: PDAE, latent: LatentDPM, seeds: Sequence[int], steps: StepCounts,
-                  latent_steps: int = 100, stop_fraction: float = 0.0, truncate: float | None = None) -> Tensor:
+                  latent_steps: int = 100, stop_fraction: float = 0.0, truncate: float | None = None,
+                  scale: float = 1.0) -> Tensor:
     """New images: z from the latent DPM, decoded by PDAE from a random x_T (both seeded per image).
 
     The last `stop_fraction` of the decoding steps run without PDAE's shift (the plain DPM finishes).
     """
-    z = sample_codes(latent, seeds, latent_steps, truncate).to(model.device)
-    size, channels = model.dpm.image_size, model.dpm.in_channels
-    noise = SeededNoise([seed + 1 for seed in seeds])
-    x_T = noise(torch.empty(len(seeds), channels, size, size, device=model.device))
-    timesteps = model.schedule.timesteps(steps.decoding)
-    min_t = int(timesteps[round(stop_fraction * len(timesteps))]) if stop_fraction > 0 else 0
-    return sample_ddim(shifted_eps(model, z, min_t=min_t), x_T, model.schedule, timesteps, eta=steps.eta,
-                       clip_x0=steps.clip_random, noise=noise)
+    z = sample_codes(latent, seeds, latent_steps, truncate)
+    return decode_from_noise(model, z, [seed + 1 for seed in seeds], steps, scale, stop_fraction)

@@ -29,15 +29,19 @@ class EpsLoss:
 
 
 class PDAELoss:
-    """PDAE's weighted loss (DESIGN.md §1): lambda_t || eps - (eps_theta + c_t G(x_t, E(x0), t)) ||^2."""
+    """PDAE's weighted loss (DESIGN.md §1): lambda_t || eps - (eps_theta + c_t G(x_t, E(x0), t)) ||^2.
 
-    def __init__(self, schedule: NoiseSchedule, gamma: float = 0.1):
+    `class_conditional`: G is conditioned on the labels instead of E(x0).
+    """
+
+    def __init__(self, schedule: NoiseSchedule, gamma: float = 0.1, class_conditional: bool = False):
         self.schedule = schedule
         self.weight = schedule.loss_weight(gamma)
+        self.class_conditional = class_conditional
 
     def __call__(self, net: nn.Module, x0: Tensor, labels: Tensor) -> Tensor:
         t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
-        eps_theta, shift = net(self.schedule.q_sample(x0, t, eps), t, x0)
+        eps_theta, shift = net(self.schedule.q_sample(x0, t, eps), t, labels if self.class_conditional else x0)
         eps_hat = eps_theta.float() + self.schedule.at(self.schedule.shift_coef, t, eps) * shift.float()
         return self.schedule.at(self.weight, t, eps).flatten() * (eps - eps_hat).square().mean(dim=(1, 2, 3))

@@ -24,6 +24,7 @@ from pdae.schedule import NoiseSchedule
 
 SAMPLING_COEFS = ("trained", "reference")
 Z_PATHWAYS = ("per_block", "shared")
+CONDITIONS = ("z", "class")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class PDAEConfig:
     frozen_bf16 lets the frozen DPM run under the training's bf16 autocast too (faster, less accurate).
     z_pathway: 'per_block' gives every block of G its own affine map of z; 'shared' projects z once to the
     DPM's time-embedding width (+ SiLU), which each block then maps with its own Linear (the reference's).
+    condition: 'z' learns z = E(x0) from images; 'class' gives G a learned embedding of the class label
+    instead (the paper's class-conditional gradient estimator; there is no image encoder then).
     """
 
     latent_dim: int = 64
@@ -42,6 +45,8 @@ class PDAEConfig:
     sampling_coef: str = "reference"
     frozen_bf16: bool = False
     z_pathway: str = "per_block"
+    condition: str = "z"
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
         if self.sampling_coef not in SAMPLING_COEFS:
@@ -49,17 +54,25 @@ class PDAEConfig:
                             f"got {self.sampling_coef!r}")
         if self.z_pathway not in Z_PATHWAYS:
             raise PdaeError(f"z pathway must be one of {Z_PATHWAYS}, got {self.z_pathway!r}")
+        if self.condition not in CONDITIONS:
+            raise PdaeError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
+        if self.condition == "class" and self.num_classes < 2:
+            raise PdaeError(f"a class-conditional PDAE needs at least 2 classes, got {self.num_classes}")
 
 
 class PDAE(nn.Module):
-    """E and G around a frozen DPM. `forward(x_t, t, x0)` returns (eps_theta, G(x_t, E(x0), t))."""
+    """E and G around a frozen DPM. `forward(x_t, t, x0)` returns (eps_theta, G(x_t, E(x0), t)).
+
+    A class-conditional PDAE takes class labels where the others take images x0 (`encode`, `forward`).
+    """
 
     def __init__(self, dpm: Backbone, schedule: NoiseSchedule, cfg: PDAEConfig):
         super().__init__()
         self.cfg, self.schedule = cfg, schedule
         self.dpm = dpm.eval().requires_grad_(False)
-        self.encoder = Encoder(EncoderConfig(dpm.image_size, dpm.in_channels, cfg.latent_dim,
-                                             cfg.encoder_channels))
+        self.encoder = (nn.Embedding(cfg.num_classes, cfg.latent_dim) if self.class_conditional else
+                        Encoder(EncoderConfig(dpm.image_size, dpm.in_channels, cfg.latent_dim,
+                                              cfg.encoder_channels)))
         shared = cfg.z_pathway == "shared"
         self.z_projection = (nn.Sequential(nn.Linear(cfg.latent_dim, dpm.embedding_dim), nn.SiLU()) if shared
                              else nn.Identity())
@@ -81,7 +94,17 @@ class PDAE(nn.Module):
         """The frozen DPM's own floating dtype (float32 for a black box, whose callable holds no weights)."""
         return next((p.dtype for p in self.dpm.parameters() if p.is_floating_point()), torch.float32)
 
+    @property
+    def class_conditional(self) -> bool:
+        return self.cfg.condition == "class"
+
     def encode(self, x0: Tensor) -> Tensor:
+        """z = E(x0) of images in [-1, 1], or the class embedding of labels for a class-conditional PDAE."""
+        if self.class_conditional:
+            if x0.is_floating_point():
+                raise PdaeError("this PDAE is conditioned on class labels and has no image encoder: give it "
+                                "labels, not images")
+            return self.encoder(x0.long())
         return self.encoder(x0)
 
     def eps_and_shifts(self, x_t: Tensor, t: Tensor, zs: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:

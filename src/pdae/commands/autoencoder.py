@@ -71,6 +71,13 @@ def fit(
                                "shared (one projection to the time-embedding width, then a Linear per "
                                "block, as the reference code does).")
     ] = "per_block",
+    condition: Annotated[
+        str, typer.Option(help="What G is conditioned on: z (the encoder's code of the image; PDAE proper) or "
+                               "class (a learned embedding of the image's class label, which the data must "
+                               "have; sample with `pdae sample RUN --class C --scale S`).")
+    ] = "z",
+    labels: o.Labels = None,
+    label_column: o.LabelColumn = None,
     images: o.TotalImages = "200k",
     batch_size: o.TrainBatch = 64,
     lr: o.LearningRate = 2e-4,
@@ -89,11 +96,13 @@ def fit(
     """Train PDAE's encoder and gradient estimator on a frozen pre-trained DPM."""
     from pdae.backbones import load_dpm
     from pdae.data import open_dataset
+    from pdae.errors import PdaeError
     from pdae.losses import PDAELoss
     from pdae.model import PDAE, PDAEConfig, build_pdae
     from pdae.training import train
 
     target = o.prepare_runtime(threads, device)
+    o.choice(condition, ("z", "class"), "condition")
     if resume:
         config = saved_model_config(out, "pdae")
         saved = config["pdae"]
@@ -103,21 +112,29 @@ def fit(
             "gamma": (saved["gamma"], gamma), "init_from_dpm": (saved["init_from_dpm"], init_from_dpm),
             "sampling_coef": (saved["sampling_coef"], sampling_coef),
             "z_pathway": (saved.get("z_pathway", "per_block"), z_pathway),
+            "condition": (saved.get("condition", "z"), condition),
             "dpm": ("another DPM", dpm) if o.typed("dpm") and not same_dpm(out, dpm) else (dpm, dpm)})
         model = build_pdae(config)
+        backbone, condition = model.dpm, model.cfg.condition
     else:
         backbone, schedule = load_dpm(dpm)
+    dataset = open_dataset(data, image_size=backbone.image_size, channels=backbone.in_channels, split=split,
+                           limit=limit, hflip=hflip, skip_bad=skip_bad, labels=labels, label_column=label_column)
+    if condition == "class" and dataset.num_classes < 2:
+        raise PdaeError(f"--condition class needs class labels, and {dataset.describe()} has none: pass "
+                        "--labels (and --label-column)")
+    if not resume:
         model = PDAE(backbone, schedule, PDAEConfig(latent_dim, encoder_channels, gamma, init_from_dpm,
-                                                    sampling_coef, z_pathway=z_pathway))
-    dataset = open_dataset(data, image_size=model.dpm.image_size, channels=model.dpm.in_channels, split=split,
-                           limit=limit, hflip=hflip, skip_bad=skip_bad)
+                                                    sampling_coef, z_pathway=z_pathway, condition=condition,
+                                                    num_classes=dataset.num_classes if condition == "class"
+                                                    else 0))
     o.console.print(f"data: {dataset.describe()}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     o.console.print(f"PDAE: {trainable / 1e6:.2f}M trainable parameters, z of size {model.cfg.latent_dim}")
     cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed, workers,
                          compile, target)
-    train(model, PDAELoss(model.schedule, model.cfg.gamma), dataset, cfg, out, model.to_config(),
-          resume=resume, description="fit", device=target)
+    train(model, PDAELoss(model.schedule, model.cfg.gamma, model.class_conditional), dataset, cfg, out,
+          model.to_config(), resume=resume, description="fit", device=target)
     o.console.print(f"[green]done:[/] {out / 'ema.safetensors'}")
 
 

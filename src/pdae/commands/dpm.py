@@ -118,6 +118,10 @@ def sample(
     truncate: Annotated[Optional[float], typer.Option(
         min=0.01, help="With RUN: clamp the standardised latent x_T and every predicted z_0 to "
                        "[-T, T] (default: no clamp).")] = None,
+    label: Annotated[Optional[int], typer.Option("--class", help="With a class-conditional RUN: the class "
+                                                 "to sample.")] = None,
+    scale: Annotated[str, typer.Option(help="With RUN: comma-separated scales of G's shift, one row of "
+                                       "samples each (0: the bare DPM), e.g. 0,0.5,1,2,3.")] = "1",
     seed: o.Seed = 0,
     batch_size: o.BatchSize = 256,
     npz: Annotated[Optional[Path], typer.Option(help="Also write the samples as an (N, C, H, W) array "
@@ -137,12 +141,18 @@ def sample(
         if sampler != "ddim" or o.typed("dpm"):
             raise typer.BadParameter("with RUN, samples decode by DDIM with the PDAE's own DPM: drop "
                                      "--sampler and --dpm")
+        try:
+            scales = [float(v) for v in scale.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"--scale must be comma-separated numbers, got {scale!r}") from None
         sample_from_pdae(run, out, num, steps, seed, batch_size, latent, latent_steps, stop_fraction,
-                         truncate, npz, device, threads)
+                         truncate, label, scales, npz, device, threads)
         return
-    pdae_only = [name for name in ("latent", "latent_steps", "stop_fraction", "truncate") if o.typed(name)]
+    pdae_only = [name for name in ("latent", "latent_steps", "stop_fraction", "truncate", "label", "scale")
+                 if o.typed(name)]
     if pdae_only:
-        raise typer.BadParameter(f"--{pdae_only[0].replace('_', '-')} applies to sampling from a PDAE: "
+        flag = {"label": "class"}.get(pdae_only[0], pdae_only[0]).replace("_", "-")
+        raise typer.BadParameter(f"--{flag} applies to sampling from a PDAE: "
                                  "pass its RUN")
     target = o.prepare_runtime(threads, device)
     unet, schedule = load_dpm(dpm)

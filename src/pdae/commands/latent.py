@@ -95,12 +95,14 @@ def cached_codes(run: Path, data: Path, split: str, limit: int | None, out: Path
 
 def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batch_size: int,
                      latent: Path | None, latent_steps: int, stop_fraction: float, truncate: float | None,
-                     npz: Path | None, device: str | None, threads: int | None) -> None:
-    """`pdae sample RUN`: latent-DPM codes decoded by the PDAE from random x_T, as a PNG (and .npz)."""
-    from pdae.autoencode import StepCounts
-    from pdae.errors import CheckpointError
+                     label: int | None, scales: list[float], npz: Path | None, device: str | None,
+                     threads: int | None) -> None:
+    """`pdae sample RUN`: one row of samples per G scale, as a PNG (and .npz): latent-DPM codes decoded by
+    the PDAE from random x_T, or for a class-conditional PDAE the embedding of class `label`."""
+    from pdae.autoencode import StepCounts, decode_from_noise
+    from pdae.errors import CheckpointError, PdaeError
     from pdae.images import save_grid, save_npz
-    from pdae.latent import latent_path, load_latent_dpm, sample_images
+    from pdae.latent import latent_path, load_latent_dpm, sample_codes
     from pdae.model import load_pdae
     from pdae.progress import progress_bar
 
@@ -108,20 +110,32 @@ def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batc
         raise typer.BadParameter(f"--stop-fraction must be in [0, 1), got {stop_fraction}")
     target = o.prepare_runtime(threads, device)
     model = load_pdae(run).to(target)
-    latent_at = latent or latent_path(run)
-    try:
-        latent_dpm = load_latent_dpm(latent_at).to(target)
-    except CheckpointError as error:
-        raise CheckpointError(f"{error}\nsampling from a PDAE needs its latent DPM: train one with "
-                              f"`pdae latent fit {run}`, or pass --latent") from None
-    batches = []
-    with progress_bar("sampling", total=num, fields=()) as bar:
-        for start in range(seed, seed + num, batch_size):
-            seeds = range(start, min(start + batch_size, seed + num))
-            batches.append(sample_images(model, latent_dpm, seeds, StepCounts(decoding=steps), latent_steps,
-                                         stop_fraction, truncate).cpu())
-            bar.update(len(seeds))
-    images = torch.cat(batches)
-    o.console.print(f"wrote {save_grid(images, out)}")
+    if model.class_conditional:
+        if label is None or not 0 <= label < model.cfg.num_classes:
+            raise PdaeError(f"{run} is conditioned on classes 0..{model.cfg.num_classes - 1}: pick one with "
+                            "--class")
+        codes_for = lambda seeds: model.encode(torch.full((len(seeds),), label, device=target))  # noqa: E731
+    else:
+        if label is not None:
+            raise PdaeError(f"--class needs a class-conditional PDAE (pdae fit --condition class); {run} "
+                            "decodes codes z")
+        try:
+            latent_dpm = load_latent_dpm(latent or latent_path(run)).to(target)
+        except CheckpointError as error:
+            raise CheckpointError(f"{error}\nsampling from a PDAE needs its latent DPM: train one with "
+                                  f"`pdae latent fit {run}`, or pass --latent") from None
+        codes_for = lambda seeds: sample_codes(latent_dpm, seeds, latent_steps, truncate)  # noqa: E731
+    rows = []
+    with progress_bar("sampling", total=num * len(scales), fields=()) as bar:
+        for scale in scales:
+            for start in range(seed, seed + num, batch_size):
+                seeds = list(range(start, min(start + batch_size, seed + num)))
+                images = decode_from_noise(model, codes_for(seeds), [s + 1 for s in seeds],
+                                           StepCounts(decoding=steps), scale, stop_fraction)
+                rows.append(images.cpu())
+                bar.update(len(seeds))
+    images = torch.cat(rows)
+    o.console.print(f"wrote {save_grid(images, out, ncols=num if len(scales) > 1 else None)}"
+                    + (f" (rows: G scale {', '.join(f'{s:g}' for s in scales)})" if len(scales) > 1 else ""))
     if npz is not None:
         o.console.print(f"wrote {save_npz(npz, samples=images)}")
