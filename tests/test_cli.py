@@ -16,7 +16,7 @@ from pdae.errors import DataError
 
 runner = CliRunner()
 COMMANDS = ["demo", "pretrain", "sample", "fit", "encode", "reconstruct", "gap", "denoise-one-step", "eval",
-            "interpolate", "attributes fit", "manipulate"]
+            "interpolate", "attributes fit", "manipulate", "latent fit", "fewshot"]
 
 
 @pytest.fixture

@@ -1,12 +1,19 @@
 """The latent DPM: its network, the L1 eps loss by hand, the stop fraction, truncation, a fit that learns
 a two-mode code distribution, and `pdae latent fit` -> `pdae sample RUN` end to end."""
 
+import itertools
+import json
+
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from pdae.cli import app
+from pdae.commands.latent import first_of_each_class
+from pdae.data import open_dataset
+from pdae.errors import PdaeError
+from pdae.fewshot import accepted_codes, support_classifier
 from pdae.latent import CodeDataset, LatentDPM, sample_codes
 from pdae.linear import Standardiser
 from pdae.losses import EpsLoss
@@ -81,7 +88,7 @@ def test_latent_fit_learns_two_modes(tmp_path):
 def test_latent_fit_then_sample_from_the_pdae(tmp_path):
     rng = np.random.default_rng(1)
     data = tmp_path / "data.npz"
-    np.savez(data, images=rng.integers(0, 256, (24, 8, 8), dtype=np.uint8))
+    np.savez(data, images=rng.integers(0, 256, (24, 8, 8), dtype=np.uint8), labels=np.arange(24) % 3)
     common = ["--data", str(data), "--images", "16", "--batch-size", "8", "--threads", "1"]
     assert runner.invoke(app, ["pretrain", "--out", str(tmp_path / "dpm"), "--image-size", "8", "--preset",
                                "tiny", *common]).exit_code == 0
@@ -113,8 +120,36 @@ def test_latent_fit_then_sample_from_the_pdae(tmp_path):
     samples = np.load(npz)["samples"]
     assert samples.shape == (3, 1, 8, 8) and 0 <= samples.min() and samples.max() <= 1
 
+    fewshot = tmp_path / "fewshot.png"
+    result = runner.invoke(app, ["fewshot", str(run), "--support", str(data), "--class", "1", "-n", "3",
+                                 "--shots", "2", "--steps", "3", "--latent-steps", "3", "-o", str(fewshot)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(fewshot.with_suffix(".json").read_text())
+    assert report["support_images"] == 6 and report["codes_drawn"] >= 3 and 0 < report["share_kept"] <= 1
+
     result = runner.invoke(app, ["sample", "--truncate", "1"])
     assert result.exit_code != 0 and "pass its RUN" in result.output
+
+
+def test_few_shot_filter_keeps_only_the_requested_class():
+    latent = LatentDPM(LatentMLPConfig(dim=4, width=16, depth=2), NoiseSchedule("linear", 1000)).eval()
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(10, 4, generator=g)
+    labels = (codes[:, 0] > 0).long()  # class 1: a positive first dimension
+    classifier = support_classifier(latent, codes, labels)
+    kept, draws = accepted_codes(latent, classifier, 1, 20, itertools.count(), latent_steps=3, batch_size=16)
+    assert kept.shape == (20, 4) and draws >= 20 and (classifier.predict(kept) == 1).all()
+    assert (kept[:, 0] > 0).float().mean() > 0.9
+    with pytest.raises(PdaeError, match="never predict"):
+        accepted_codes(latent, classifier, 7, 1, itertools.count(), latent_steps=3, batch_size=8, max_draws=16)
+
+
+def test_first_shots_of_each_class(tmp_path):
+    data = tmp_path / "d.npz"
+    np.savez(data, images=np.zeros((9, 8, 8), np.uint8), labels=np.array([2, 0, 2, 2, 1, 0, 1, 0, 2]))
+    dataset = open_dataset(data, image_size=8, channels=1)
+    assert first_of_each_class(dataset, 2) == [0, 1, 2, 4, 5, 6]
+    assert first_of_each_class(dataset, None) == list(range(9))
 
 
 @pytest.mark.parametrize("fraction", ["-0.1", "1"])

@@ -139,3 +139,76 @@ def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batc
                     + (f" (rows: G scale {', '.join(f'{s:g}' for s in scales)})" if len(scales) > 1 else ""))
     if npz is not None:
         o.console.print(f"wrote {save_npz(npz, samples=images)}")
+
+
+def fewshot(
+    run: o.Run = o.SHIPPED_PDAE,
+    support: Annotated[Path, typer.Option(help="Labelled support images: a folder with class sub-folders "
+                                          "(--labels folders) or a label CSV, an MNIST IDX folder, or an "
+                                          ".npz with labels.")] = o.SHIPPED_MNIST,
+    label: Annotated[int, typer.Option("--class", help="The class to generate (a label of the support "
+                                       "set, e.g. a digit).")] = 0,
+    num: Annotated[int, typer.Option("--num", "-n", min=1, help="Number of samples.")] = 64,
+    shots: Annotated[Optional[int], typer.Option(min=1, help="Use only the first K support images of each "
+                                                 "class (default: all).")] = None,
+    split: o.Split = "train",
+    labels: o.Labels = None,
+    label_column: o.LabelColumn = None,
+    out: o.Out = Path("fewshot.png"),
+    steps: Annotated[int, typer.Option(min=1, help="Decoding steps.")] = 100,
+    latent: Annotated[Optional[Path], typer.Option(help="The PDAE's latent DPM (default: RUN/latent, or "
+                                                   "<name>_latent.safetensors beside a file).")] = None,
+    latent_steps: Annotated[int, typer.Option(min=1, help="DDIM steps of the latent DPM.")] = 100,
+    seed: o.Seed = 0,
+    device: o.Device = None,
+    threads: o.Threads = None,
+) -> None:
+    """Few-shot conditional samples: a classifier fitted on the z of K labelled images per class keeps the
+    latent-DPM samples of the requested class, which the PDAE decodes (PNG, and a JSON with the share
+    of sampled codes kept)."""
+    import itertools
+    import json
+
+    from pdae.autoencode import StepCounts, decode_from_noise
+    from pdae.data import collate
+    from pdae.fewshot import accepted_codes, support_classifier
+    from pdae.images import save_grid
+    from pdae.latent import latent_path, load_latent_dpm
+    from pdae.model import load_pdae
+
+    target = o.prepare_runtime(threads, device)
+    model = load_pdae(run).to(target)
+    latent_dpm = load_latent_dpm(latent or latent_path(run)).to(target)
+    dataset = open_images(support, model, split, None, labels=labels, label_column=label_column)
+    x, y = collate(dataset, first_of_each_class(dataset, shots))
+    with torch.no_grad():
+        codes = model.encode(x.to(target)).cpu()
+    classifier = support_classifier(latent_dpm, codes, y)
+    if label not in y.tolist():
+        raise typer.BadParameter(f"--class {label} is not among the support set's classes "
+                                 f"{sorted(set(y.tolist()))}")
+    kept, draws = accepted_codes(latent_dpm, classifier, label, num, itertools.count(seed), latent_steps)
+    images = decode_from_noise(model, kept.to(target), range(seed + 1, seed + 1 + num),
+                               StepCounts(decoding=steps))
+    save_grid(images.cpu(), out)
+    report = {"run": str(run), "support": str(support), "class": label, "support_images": len(y),
+              "shots": shots, "samples": num, "codes_drawn": draws, "share_kept": num / draws}
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    o.console.print(f"wrote {out} and {out.with_suffix('.json')}: kept {num} of {draws} sampled codes "
+                    f"({len(y)} support images)")
+
+
+def first_of_each_class(dataset, shots: int | None) -> list[int]:
+    """Indices of the first `shots` items of every class (all labelled items when shots is None)."""
+    from pdae.errors import DataError
+
+    if dataset.source.labels is None:
+        raise DataError(f"the support set {dataset.describe()} has no labels: pass --labels")
+    labels = [int(label) for label in dataset.source.labels[: len(dataset)]]
+    taken: dict[int, int] = {}
+    picked = []
+    for index, label in enumerate(labels):
+        if taken.get(label, 0) < (shots or len(labels)):
+            taken[label] = taken.get(label, 0) + 1
+            picked.append(index)
+    return picked
