@@ -46,9 +46,13 @@ class SmallClassifier(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(widths[-1], num_classes)
 
+    def embed(self, x: Tensor) -> Tensor:
+        """Pooled features (N, last width) of images in [-1, 1]: what FID on digits compares."""
+        return self.features(x).mean(dim=(2, 3))
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits (N, num_classes) of images (N, C, H, W) in [-1, 1]."""
-        return self.head(self.features(x).mean(dim=(2, 3)))
+        return self.head(self.embed(x))
 
 
 def classifier_config(in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
