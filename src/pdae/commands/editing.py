@@ -187,6 +187,7 @@ def manipulate(
     """
     from pdae.attributes import AttributeDirections, manipulate as run_manipulation
     from pdae.checkpoint import resolve_weights_path
+    from pdae.data import to_unit_range
     from pdae.images import save_grid
     from pdae.metrics import mse_per_image
     from pdae.model import load_pdae
@@ -204,7 +205,7 @@ def manipulate(
                              step_counts(inversion_steps, decoding_steps, "ddim", clip_x0)).cpu()
     with torch.no_grad():
         logits = found.logits(model.encode(edits.to(target)).cpu())[:, found.index(attribute)]
-    mse = mse_per_image((edits + 1) / 2, (x + 1).expand_as(edits) / 2)
+    mse = mse_per_image(to_unit_range(edits), to_unit_range(x).expand_as(edits))
     report = {"run": str(run), "image": reference, "attribute": attribute,
               "edits": [{"scale": s, "mse_to_input": float(m), "logit": float(g)}
                         for s, m, g in zip(scales, mse, logits)]}
