@@ -25,7 +25,7 @@ from pdae.commands.options import SHIPPED_MNIST, SHIPPED_PDAE
 from pdae.data import iterate_batches, open_dataset
 from pdae.images import save_grid
 from pdae.latent import latent_path, load_latent_dpm, sample_images
-from pdae.metrics import frechet_distance
+from pdae.fid import frechet_distance
 from pdae.model import load_pdae
 from pdae.progress import progress_bar
 from pdae.sampling import sample_with_dpm

@@ -1,9 +1,16 @@
-"""Metrics by hand: the Frechet distance of Gaussian feature sets, and the classifier features it uses."""
+"""Metrics by hand: the Frechet distance, the Inception input pipeline on a stand-in network, the cache of
+reference statistics, and the classifier features FID on digits uses."""
 
+import importlib.util
+
+import pytest
 import torch
+import torch.nn.functional as F
 
 from pdae.classifier import SmallClassifier
-from pdae.metrics import frechet_distance
+from pdae.errors import PdaeError
+from pdae.fid import (frechet_distance, inception_features, inception_file, reference_statistics,
+                      resize_corner_aligned)
 
 
 def gaussian(count: int, std: list[float], mean: list[float], seed: int) -> torch.Tensor:
@@ -33,3 +40,61 @@ def test_classifier_embedding_feeds_its_head():
     features = net.embed(x)
     assert features.shape == (3, 16)
     torch.testing.assert_close(net(x), net.head(features))
+
+
+def test_corner_aligned_resize_by_hand_and_against_grid_sample():
+    a, b = 2.0, 6.0
+    x = torch.tensor([a, b]).view(1, 1, 1, 2)
+    torch.testing.assert_close(resize_corner_aligned(x, 4)[0, 0, 0], torch.tensor([a, 4.0, b, b]))
+    # the same resize through torch's sampler: affine grid shifted so pixel centres align at the top left
+    image = torch.rand(2, 3, 28, 20, generator=torch.Generator().manual_seed(0))
+    theta = torch.tensor([[1.0, 0.0, 1 / 20 - 1 / 299], [0.0, 1.0, 1 / 28 - 1 / 299]]).expand(2, 2, 3)
+    grid = F.affine_grid(theta, [2, 3, 299, 299], align_corners=False)
+    expected = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    torch.testing.assert_close(resize_corner_aligned(image, 299), expected, atol=1e-5, rtol=1e-5)
+
+
+class InputRange(torch.nn.Module):
+    """A stand-in feature network: per image, the smallest and largest input value and the input size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = torch.full((x.shape[0],), float(x.shape[-1]))
+        return torch.stack([x.amin(dim=(1, 2, 3)), x.amax(dim=(1, 2, 3)), size], dim=1)
+
+
+def test_inception_input_is_quantised_resized_and_in_the_tf_range(tmp_path):
+    path = tmp_path / "stand_in.pt"
+    torch.jit.script(InputRange()).save(str(path))
+    features = inception_features(path)
+    images = torch.stack([torch.zeros(1, 32, 32), torch.ones(1, 32, 32), torch.full((1, 32, 32), 0.5)])
+    out = features(images)  # grayscale: repeated to RGB
+    assert out.shape == (3, 3) and (out[:, 2] == 299).all()
+    torch.testing.assert_close(out[0, :2], torch.tensor([-1.0, -1.0], dtype=torch.float64))
+    torch.testing.assert_close(out[1, :2], torch.tensor([0.9921875] * 2, dtype=torch.float64))
+    half = round(0.5 * 255) / 255 * 1.9921875 - 1  # 0.5 quantised to 128/255 first
+    torch.testing.assert_close(out[2, :2], torch.tensor([half, half], dtype=torch.float64))
+
+
+def test_missing_inception_file_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PdaeError, match=r"pdae\[fid\]"):
+        inception_file()
+
+
+def test_reference_statistics_are_cached_until_the_folder_changes(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"1")
+    calls = []
+
+    def features(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return batch.flatten(1)
+
+    batches = lambda: [torch.rand(8, 1, 2, 2)]  # noqa: E731
+    first = reference_statistics(folder, batches, features, "stand-in", cache_dir=tmp_path / "cache")
+    again = reference_statistics(folder, batches, features, "stand-in", cache_dir=tmp_path / "cache")
+    assert len(calls) == 1 and (first["mu"] == again["mu"]).all()
+    (folder / "b.png").write_bytes(b"2")
+    reference_statistics(folder, batches, features, "stand-in", cache_dir=tmp_path / "cache")
+    assert len(calls) == 2
