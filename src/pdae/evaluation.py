@@ -12,7 +12,8 @@ from pdae.data import iterate_batches, to_unit_range
 from pdae.device import synchronize
 from pdae.diagnostics import integrate_over_t, posterior_mean_gap
 from pdae.losses import PDAELoss
-from pdae.metrics import linear_probe_accuracy, mse_per_image, ssim_per_image
+from pdae.metrics import mse_per_image, ssim_per_image
+from pdae.probes import linear_probe_accuracy
 from pdae.model import PDAE
 from pdae.progress import progress_bar
 
