@@ -196,14 +196,19 @@ def test_eval_reports_the_paper_table(tiny_pdae_run, tmp_path):
     out = tmp_path / "eval.json"
     result = runner.invoke(app, ["eval", str(run), str(data), "-o", str(out), "--limit", "4",
                                  "--inversion-steps", "2", "--decoding-steps", "2", "--probe-train", "24",
-                                 "--gap-images", "4"])
+                                 "--gap-images", "4", "--attributes", "label"])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    for key in ("random_xT_mse", "random_xT_ssim", "inferred_xT_mse", "inferred_xT_ssim",
-                "linear_probe_accuracy"):
+    for key in ("random_xT_mse", "random_xT_ssim", "random_xT_psnr", "inferred_xT_mse", "inferred_xT_ssim",
+                "inferred_xT_psnr", "linear_probe_accuracy"):
         assert np.isfinite(report[key])
+    assert report["random_xT_psnr"] == pytest.approx(
+        np.mean(10 * np.log10(1 / np.load(report["per_image_scores"])["random_xT_mse"])), rel=1e-5)
     assert report["latent_dim"] == 8 and report["inversion_steps"] == 2
     assert 0 <= report["linear_probe_accuracy"] <= 1 and report["train_images_per_s"]["bf16"] > 0
+    assert list(report["attributes"]["auroc"]) == ["label=0", "label=1", "label=2"]
+    table = out.with_suffix(".md").read_text()
+    assert "| 8 | inferred | 2 / 2 DDIM |" in table and "Mean AUROC" in table
 
 
 @pytest.mark.slow

@@ -1,20 +1,23 @@
-"""The numbers pdae reports for a PDAE run: reconstruction, posterior-mean gap, linear probe, throughput."""
+"""The numbers pdae reports for a PDAE run: reconstruction, posterior-mean gap, representation metrics,
+throughput, and the paper-format table of them."""
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pdae.attributes import MAX_CLASSES, binary_targets, fit_directions
 from pdae.autoencode import StepCounts, reconstruct
-from pdae.data import iterate_batches, to_unit_range
+from pdae.data import ImageDataset, iterate_batches, to_unit_range
 from pdae.device import synchronize
 from pdae.diagnostics import integrate_over_t, posterior_mean_gap
 from pdae.losses import PDAELoss
-from pdae.metrics import mse_per_image, ssim_per_image
-from pdae.probes import linear_probe_accuracy
+from pdae.metrics import mse_per_image, psnr_per_image, ssim_per_image
 from pdae.model import PDAE
+from pdae.probes import linear_probe_accuracy, regression_mae
 from pdae.progress import progress_bar
 
 
@@ -29,20 +32,66 @@ def mean_scores(scores: dict[str, torch.Tensor]) -> dict[str, float]:
     return {name: float(values.mean()) for name, values in scores.items()}
 
 
+IMAGE_METRICS = {"mse": mse_per_image, "psnr": psnr_per_image, "ssim": ssim_per_image}
+
+
 def reconstruction_scores(model: PDAE, dataset: Dataset, steps: StepCounts, batch_size: int = 100,
                           seed: int = 0) -> dict[str, torch.Tensor]:
-    """Per-image MSE and SSIM on [0, 1] images for random and inferred x_T; image i uses seed + i."""
+    """Per-image MSE, PSNR and SSIM on [0, 1] images for random and inferred x_T; image i uses seed + i."""
     scores: dict[str, list[torch.Tensor]] = {f"{k}_{m}": [] for k in ("random_xT", "inferred_xT")
-                                             for m in ("mse", "ssim")}
+                                             for m in IMAGE_METRICS}
     with progress_bar("reconstructing", total=len(dataset), fields=()) as bar:
         for start, (x0, _) in zip(range(0, len(dataset), batch_size), iterate_batches(dataset, batch_size)):
             outputs = reconstruct(model, x0, steps, seeds=range(seed + start, seed + start + len(x0)))
             for name, image in outputs.items():
-                image = image.cpu()
-                scores[f"{name}_mse"].append(mse_per_image(to_unit_range(image), to_unit_range(x0)))
-                scores[f"{name}_ssim"].append(ssim_per_image(to_unit_range(image), to_unit_range(x0)))
+                for metric, per_image in IMAGE_METRICS.items():
+                    scores[f"{name}_{metric}"].append(per_image(to_unit_range(image.cpu()), to_unit_range(x0)))
             bar.update(len(x0))
     return {name: torch.cat(values) for name, values in scores.items()}
+
+
+def attribute_report(model: PDAE, train_set: ImageDataset, test_set: ImageDataset,
+                     columns: list[str]) -> dict:
+    """Per label column: AUROC of a linear classifier on standardised z per attribute it defines (and
+    their mean), or for a numeric column of many values the MAE of a linear regression."""
+    z_train, z_test = encode_dataset(model, train_set)[0], encode_dataset(model, test_set)[0]
+    tables = train_set.label_table(columns), test_set.label_table(columns)
+    numeric = [name for name in columns if tables[0][name].dtype.kind in "iuf"
+               and len(np.unique(tables[0][name])) > MAX_CLASSES]
+    report: dict = {"regression_mae": {name: regression_mae(z_train, torch.as_tensor(tables[0][name]), z_test,
+                                                            torch.as_tensor(tables[1][name]))
+                                       for name in numeric}}
+    binary = [name for name in columns if name not in numeric]
+    if binary:
+        targets = binary_targets({n: tables[0][n] for n in binary}, {n: tables[1][n] for n in binary})
+        scores = fit_directions(z_train, targets[0], z_test, targets[1]).scores
+        report["auroc"] = {name: score["auroc"] for name, score in scores.items()}
+        report["mean_auroc"] = float(np.mean([v for v in report["auroc"].values() if v is not None]))
+    return report
+
+
+def markdown_table(report: dict) -> str:
+    """The paper's reconstruction table (and what else the report holds) as markdown."""
+    steps = f"{report['inversion_steps']} / {report['decoding_steps']} DDIM"
+    lines = [f"PDAE on {report['num_test_images']} held-out images ({report['run']})", "",
+             "| latent size | x_T | inversion / decoding steps | SSIM | PSNR (dB) | MSE |",
+             "|---|---|---|---|---|---|"]
+    for name, label, used in (("random_xT", "random", f"- / {report['decoding_steps']} DDIM"),
+                              ("inferred_xT", "inferred", steps)):
+        lines.append(f"| {report['latent_dim']} | {label} | {used} | {report[name + '_ssim']:.4f} | "
+                     f"{report[name + '_psnr']:.2f} | {report[name + '_mse']:.5f} |")
+    gap = report["gap"]
+    lines += ["", f"Posterior-mean gap filled: {100 * gap['share_filled']:.1f} % integrated over t, "
+                  f"{100 * gap['mean_share_filled_per_t']:.1f} % mean per t ({gap['num_images']} images).",
+              f"Linear probe: {100 * report['linear_probe_accuracy']:.2f} % "
+              f"({report['probe_train_images']} training codes)."]
+    for name, value in report.get("attributes", {}).get("auroc", {}).items():
+        lines.append(f"AUROC {name}: {value:.3f}" if value is not None else f"AUROC {name}: n/a")
+    if "mean_auroc" in report.get("attributes", {}):
+        lines.append(f"Mean AUROC: {report['attributes']['mean_auroc']:.3f}")
+    for name, value in report.get("attributes", {}).get("regression_mae", {}).items():
+        lines.append(f"{name}: linear-regression MAE {value:.3f}")
+    return "\n".join(lines) + "\n"
 
 
 def gap_report(model: PDAE, x0: torch.Tensor, num_t: int = 50, seed: int = 0) -> dict:

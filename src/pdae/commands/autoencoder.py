@@ -309,19 +309,24 @@ def evaluate(
     clip_random: ClipRandom = True,
     labels: o.Labels = None,
     label_column: o.LabelColumn = None,
+    attributes: Annotated[Optional[str], typer.Option(
+        help="Comma-separated label columns (of --labels) to score z on: AUROC of a linear classifier per "
+             "attribute (and their mean), or the MAE of a linear regression for a numeric column of many "
+             "values such as age.")] = None,
     seed: o.Seed = 0,
     sampling_coef: SamplingCoef = None,
     device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
-    """The paper's numbers on held-out images: reconstruction table, gap filled, linear probe, throughput."""
+    """The paper's numbers on held-out images: reconstruction table, gap filled, representation metrics,
+    throughput; a JSON, a markdown table beside it (.md) and per-image scores (_per_image.npz)."""
     import numpy as np
     from rich.table import Table
 
     from pdae.checkpoint import atomic_write
     from pdae.data import iterate_batches
-    from pdae.evaluation import (gap_report, mean_scores, probe_accuracy, reconstruction_scores,
-                                 training_throughput)
+    from pdae.evaluation import (attribute_report, gap_report, markdown_table, mean_scores, probe_accuracy,
+                                 reconstruction_scores, training_throughput)
     from pdae.model import load_pdae
 
     target = o.prepare_runtime(threads, device)
@@ -344,24 +349,28 @@ def evaluate(
     report["gap"] = {k: v for k, v in gap_report(model, x_gap, seed=seed).items() if not isinstance(v, list)}
     report["linear_probe_accuracy"] = probe_accuracy(model, *probe_sets)
     report["probe_train_images"], report["probe_label_column"] = probe_train, label_column
+    if attributes:
+        report["attributes"] = attribute_report(model, *probe_sets, [c.strip() for c in attributes.split(",")])
     x_batch, _ = next(iterate_batches(test_set, 64))
     report["train_images_per_s"] = {"fp32": training_throughput(model, x_batch, bf16=False),
                                     "bf16": training_throughput(model, x_batch, bf16=True)}
     report["seconds"] = time.perf_counter() - started
     out.write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(markdown_table(report))
 
     table = Table(title=f"PDAE on {len(test_set)} held-out images (inversion {inversion_steps} / decoding "
                   f"{decoding_steps} DDIM steps)")
-    for column in ("latent", "x_T", "SSIM", "MSE"):
+    for column in ("latent", "x_T", "SSIM", "PSNR", "MSE"):
         table.add_column(column)
     for name in ("random_xT", "inferred_xT"):
         table.add_row(str(model.cfg.latent_dim), name.split("_")[0], f"{report[name + '_ssim']:.4f}",
-                      f"{report[name + '_mse']:.5f}")
+                      f"{report[name + '_psnr']:.2f}", f"{report[name + '_mse']:.5f}")
     o.console.print(table)
     o.console.print(f"gap filled: {100 * report['gap']['share_filled']:.1f}% integrated, "
                     f"{100 * report['gap']['mean_share_filled_per_t']:.1f}% mean per t  linear probe: "
                     f"{100 * report['linear_probe_accuracy']:.2f}%  training: "
-                    f"{report['train_images_per_s']['bf16']:.0f} img/s bf16  -> {out}")
+                    f"{report['train_images_per_s']['bf16']:.0f} img/s bf16  -> {out}, "
+                    f"{out.with_suffix('.md')}")
 
 
 def demo(
