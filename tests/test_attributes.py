@@ -14,9 +14,6 @@ from pdae.attributes import AttributeDirections, binary_targets, fit_directions,
 from pdae.autoencode import StepCounts, reconstruct
 from pdae.cli import app
 from pdae.errors import DataError
-from pdae.model import PDAE, PDAEConfig
-from pdae.nn.unet import UNet, UNetConfig
-from pdae.schedule import NoiseSchedule
 
 runner = CliRunner()
 torch.set_num_threads(1)
@@ -68,15 +65,8 @@ def test_directions_round_trip_through_a_file(tmp_path):
     torch.testing.assert_close(loaded.logits(z_test), directions.logits(z_test))
 
 
-def test_scale_zero_is_the_reconstruction_and_other_scales_change_the_image():
-    torch.manual_seed(0)
-    cfg = UNetConfig(image_size=8, in_channels=1, model_channels=32, out_channels=1, num_res_blocks=1,
-                     attention_resolutions=(), channel_mult=(1, 2))
-    model = PDAE(UNet(cfg), NoiseSchedule("linear", 1000), PDAEConfig(latent_dim=8))
-    with torch.no_grad():
-        for p in [*model.decoder.parameters(), *model.encoder.parameters()]:
-            p.add_(torch.randn_like(p) * 0.1)
-    model.eval()
+def test_scale_zero_is_the_reconstruction_and_other_scales_change_the_image(make_shifted_pdae):
+    model = make_shifted_pdae(latent_dim=8)
     (z_train, y_train), (z_test, y_test) = separable_codes(100, 0), separable_codes(50, 1)
     directions = fit_directions(z_train, {"a": y_train}, z_test, {"a": y_test})
     x = torch.rand(1, 1, 8, 8) * 2 - 1

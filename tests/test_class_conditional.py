@@ -10,23 +10,14 @@ from pdae.autoencode import StepCounts, decode_from_noise
 from pdae.cli import app
 from pdae.errors import PdaeError
 from pdae.losses import PDAELoss
-from pdae.model import PDAE, PDAEConfig, load_pdae
-from pdae.nn.unet import UNet, UNetConfig
-from pdae.schedule import NoiseSchedule
+from pdae.model import PDAEConfig, load_pdae
 
 runner = CliRunner()
 torch.set_num_threads(1)
 
 
-def test_class_embedding_replaces_the_encoder_and_the_loss_uses_the_labels():
-    torch.manual_seed(0)
-    cfg = UNetConfig(image_size=8, in_channels=1, model_channels=32, out_channels=1, num_res_blocks=1,
-                     attention_resolutions=(), channel_mult=(1, 2))
-    model = PDAE(UNet(cfg), NoiseSchedule("linear", 1000), PDAEConfig(latent_dim=4, condition="class",
-                                                                      num_classes=3))
-    with torch.no_grad():
-        for p in model.decoder.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
+def test_class_embedding_replaces_the_encoder_and_the_loss_uses_the_labels(make_shifted_pdae):
+    model = make_shifted_pdae(latent_dim=4, condition="class", num_classes=3)
     labels = torch.tensor([0, 2])
     torch.testing.assert_close(model.encode(labels), model.encoder.weight[[0, 2]])
     with pytest.raises(PdaeError, match="no image encoder"):

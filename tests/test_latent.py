@@ -17,9 +17,7 @@ from pdae.fewshot import accepted_codes, support_classifier
 from pdae.latent import CodeDataset, LatentDPM, sample_codes
 from pdae.linear import Standardiser
 from pdae.losses import EpsLoss
-from pdae.model import PDAE, PDAEConfig
 from pdae.nn.latent_mlp import LatentMLPConfig
-from pdae.nn.unet import UNet, UNetConfig
 from pdae.sampling import eps_of, shifted_eps
 from pdae.schedule import NoiseSchedule
 from pdae.training import TrainConfig, train
@@ -41,14 +39,8 @@ def test_latent_network_starts_at_zero_and_the_l1_loss_matches_a_hand_computatio
     torch.testing.assert_close(loss, expected)
 
 
-def test_stop_fraction_turns_the_shift_off_below_min_t():
-    torch.manual_seed(0)
-    cfg = UNetConfig(image_size=8, in_channels=1, model_channels=32, out_channels=1, num_res_blocks=1,
-                     attention_resolutions=(), channel_mult=(1, 2))
-    model = PDAE(UNet(cfg), NoiseSchedule("linear", 1000), PDAEConfig(latent_dim=4))
-    with torch.no_grad():
-        for p in model.decoder.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
+def test_stop_fraction_turns_the_shift_off_below_min_t(make_shifted_pdae):
+    model = make_shifted_pdae(latent_dim=4)
     x_t, z, t = torch.randn(2, 1, 8, 8), torch.randn(2, 4), torch.tensor([100, 600])
     with torch.no_grad():
         stopped = shifted_eps(model, z, min_t=300)(x_t, t)
