@@ -33,10 +33,9 @@ from pdae.attributes import AttributeDirections, manipulate
 from pdae.autoencode import StepCounts, decode_from_noise
 from pdae.checkpoint import resolve_weights_path
 from pdae.classifier import load_classifier, predict_proba
-from pdae.commands.latent import first_of_each_class
 from pdae.commands.options import SHIPPED_MNIST, SHIPPED_PDAE
 from pdae.data import collate, open_dataset, to_unit_range
-from pdae.fewshot import accepted_codes, support_classifier
+from pdae.fewshot import accepted_codes, first_of_each_class, support_classifier
 from pdae.interpolation import MODES, interpolate, smoothness
 from pdae.latent import latent_path, load_latent_dpm
 from pdae.metrics import mse_per_image
@@ -98,11 +97,11 @@ def fewshot(args: argparse.Namespace, model, judge) -> dict:
             classifier = support_classifier(latent, model.encode(x), y)
         correct, kept_share = 0, []
         for label in range(10):
-            codes, draws = accepted_codes(latent, classifier, label, args.per_class,
-                                          itertools.count(1000 * label), args.steps)
+            codes, accepted, draws = accepted_codes(latent, classifier, label, args.per_class,
+                                                    itertools.count(10**6 * label), args.steps)
             images = decode_from_noise(model, codes, range(len(codes)), StepCounts(decoding=args.steps))
             correct += int((predict_proba(judge, images).argmax(1) == label).sum())
-            kept_share.append(args.per_class / draws)
+            kept_share.append(accepted / draws)
         results[str(shots)] = {"precision": correct / (10 * args.per_class),
                                "mean_share_kept": sum(kept_share) / 10}
         print(f"K = {shots}: {results[str(shots)]}")

@@ -3,22 +3,23 @@ a two-mode code distribution, and `pdae latent fit` -> `pdae sample RUN` end to 
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from pdae.autoencode import StepCounts, decode_from_noise
 from pdae.cli import app
-from pdae.commands.latent import first_of_each_class
 from pdae.data import open_dataset
 from pdae.errors import PdaeError
-from pdae.fewshot import accepted_codes, support_classifier
-from pdae.latent import CodeDataset, LatentDPM, sample_codes
+from pdae.fewshot import accepted_codes, first_of_each_class, support_classifier
+from pdae.latent import CodeDataset, LatentDPM, default_latent_run, latent_path, sample_codes
 from pdae.linear import Standardiser
 from pdae.losses import EpsLoss
 from pdae.nn.latent_mlp import LatentMLPConfig
-from pdae.sampling import eps_of, shifted_eps
+from pdae.sampling import SeededNoise, eps_of, sample_ddim, shifted_eps
 from pdae.schedule import NoiseSchedule
 from pdae.training import TrainConfig, train
 
@@ -117,7 +118,8 @@ def test_latent_fit_then_sample_from_the_pdae(tmp_path):
                                  "--shots", "2", "--steps", "3", "--latent-steps", "3", "-o", str(fewshot)])
     assert result.exit_code == 0, result.output
     report = json.loads(fewshot.with_suffix(".json").read_text())
-    assert report["support_images"] == 6 and report["codes_drawn"] >= 3 and 0 < report["share_kept"] <= 1
+    assert report["support_images"] == 6 and report["codes_drawn"] % 256 == 0
+    assert 3 <= report["share_kept"] * report["codes_drawn"] <= report["codes_drawn"]
 
     result = runner.invoke(app, ["sample", "--truncate", "1"])
     assert result.exit_code != 0 and "pass its RUN" in result.output
@@ -129,8 +131,12 @@ def test_few_shot_filter_keeps_only_the_requested_class():
     codes = torch.randn(10, 4, generator=g)
     labels = (codes[:, 0] > 0).long()  # class 1: a positive first dimension
     classifier = support_classifier(latent, codes, labels)
-    kept, draws = accepted_codes(latent, classifier, 1, 20, itertools.count(), latent_steps=3, batch_size=16)
-    assert kept.shape == (20, 4) and draws >= 20 and (classifier.predict(kept) == 1).all()
+    kept, accepted, draws = accepted_codes(latent, classifier, 1, 20, itertools.count(), latent_steps=3,
+                                           batch_size=16)
+    assert kept.shape == (20, 4) and 20 <= accepted <= draws and draws % 16 == 0
+    assert (classifier.predict(kept) == 1).all()
+    every = sample_codes(latent, range(draws), steps=3)  # the same seeds: the filter kept what it should
+    assert accepted == int((classifier.predict(every) == 1).sum())
     assert (kept[:, 0] > 0).float().mean() > 0.9
     with pytest.raises(PdaeError, match="never predict"):
         accepted_codes(latent, classifier, 7, 1, itertools.count(), latent_steps=3, batch_size=8, max_draws=16)
@@ -148,3 +154,35 @@ def test_first_shots_of_each_class(tmp_path):
 def test_stop_fraction_out_of_range_is_refused(fraction):
     result = runner.invoke(app, ["sample", "missing-run", "--stop-fraction", fraction])
     assert result.exit_code != 0 and "stop-fraction" in result.output
+
+
+def test_stop_fraction_runs_the_last_steps_unshifted(make_shifted_pdae):
+    """decode_from_noise against a sampler that switches the shift off after counting its steps."""
+    model = make_shifted_pdae(latent_dim=4)
+    z = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    for fraction, steps, unshifted in ((0.3, 10, 3), (0.9, 4, 4), (0.0, 5, 0)):
+        calls = []
+        shifted, plain = shifted_eps(model, z), eps_of(model.dpm, 1)
+
+        def by_count(x, t):
+            calls.append(1)
+            return shifted(x, t) if len(calls) <= steps - unshifted else plain(x, t)
+
+        noise = SeededNoise([0, 1])
+        x_T = noise(torch.empty(2, 1, 8, 8))
+        with torch.no_grad():
+            expected = sample_ddim(by_count, x_T, model.schedule, model.schedule.timesteps(steps), clip_x0=True,
+                                   noise=noise)
+        got = decode_from_noise(model, z, [0, 1], StepCounts(decoding=steps), stop_fraction=fraction)
+        torch.testing.assert_close(got, expected)
+
+
+def test_latent_dpm_is_found_where_latent_fit_puts_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir, run_file = tmp_path / "run", tmp_path / "pdae.safetensors"
+    run_dir.mkdir()
+    run_file.write_bytes(b"")
+    assert latent_path(run_dir) == default_latent_run(run_dir) == run_dir / "latent"
+    assert latent_path(run_file) == default_latent_run(run_file) == Path("pdae_latent")  # trained here
+    (tmp_path / "pdae_latent.safetensors").write_bytes(b"")
+    assert latent_path(run_file) == tmp_path / "pdae_latent.safetensors"  # shipped beside the PDAE

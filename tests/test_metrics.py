@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pdae.classifier import SmallClassifier
 from pdae.errors import PdaeError
 from pdae.fid import (frechet_distance, inception_features, inception_file, reference_statistics,
-                      resize_corner_aligned)
+                      resize_like_tf1)
 
 
 def gaussian(count: int, std: list[float], mean: list[float], seed: int) -> torch.Tensor:
@@ -45,13 +45,13 @@ def test_classifier_embedding_feeds_its_head():
 def test_corner_aligned_resize_by_hand_and_against_grid_sample():
     a, b = 2.0, 6.0
     x = torch.tensor([a, b]).view(1, 1, 1, 2)
-    torch.testing.assert_close(resize_corner_aligned(x, 4)[0, 0, 0], torch.tensor([a, 4.0, b, b]))
+    torch.testing.assert_close(resize_like_tf1(x, 4)[0, 0, 0], torch.tensor([a, 4.0, b, b]))
     # the same resize through torch's sampler: affine grid shifted so pixel centres align at the top left
     image = torch.rand(2, 3, 28, 20, generator=torch.Generator().manual_seed(0))
     theta = torch.tensor([[1.0, 0.0, 1 / 20 - 1 / 299], [0.0, 1.0, 1 / 28 - 1 / 299]]).expand(2, 2, 3)
     grid = F.affine_grid(theta, [2, 3, 299, 299], align_corners=False)
     expected = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    torch.testing.assert_close(resize_corner_aligned(image, 299), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(resize_like_tf1(image, 299), expected, atol=1e-5, rtol=1e-5)
 
 
 class InputRange(torch.nn.Module):
@@ -98,3 +98,5 @@ def test_reference_statistics_are_cached_until_the_folder_changes(tmp_path):
     (folder / "b.png").write_bytes(b"2")
     reference_statistics(folder, batches, features, "stand-in", cache_dir=tmp_path / "cache")
     assert len(calls) == 2
+    reference_statistics(folder, batches, features, "stand-in", "test split", cache_dir=tmp_path / "cache")
+    assert len(calls) == 3  # other images of the same folder: another entry

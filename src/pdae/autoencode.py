@@ -68,7 +68,8 @@ def decode_from_noise(model: PDAE, z: Tensor, seeds: Sequence[int], steps: StepC
     noise = SeededNoise(seeds)
     x_T = noise(torch.empty(len(seeds), channels, size, size, device=model.device))
     timesteps = model.schedule.timesteps(steps.decoding)
-    min_t = int(timesteps[round(stop_fraction * len(timesteps))]) if stop_fraction > 0 else 0
+    stopped = round(stop_fraction * len(timesteps))  # the last `stopped` steps (the smallest t) run unshifted
+    min_t = int(timesteps[stopped]) if stopped < len(timesteps) else model.schedule.num_timesteps
     return sample_ddim(shifted_eps(model, z.to(model.device), scale, min_t), x_T, model.schedule, timesteps,
                        eta=steps.eta, clip_x0=steps.clip_random, noise=noise)
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pdae.errors import PdaeError
+from pdae.data import ImageDataset
+from pdae.errors import DataError, PdaeError
 from pdae.latent import LatentDPM, sample_codes
 from pdae.linear import Standardiser, fit_logistic
 
@@ -37,8 +38,9 @@ def support_classifier(latent: LatentDPM, codes: Tensor, labels: Tensor) -> Code
 
 def accepted_codes(latent: LatentDPM, classifier: CodeClassifier, label: int, num: int, seeds: Iterator[int],
                    latent_steps: int = 100, batch_size: int = 256, max_draws: int = 100_000
-                   ) -> tuple[Tensor, int]:
-    """`num` latent-DPM codes that the classifier assigns to `label`, and how many codes were drawn."""
+                   ) -> tuple[Tensor, int, int]:
+    """`num` latent-DPM codes that the classifier assigns to `label`, how many of the drawn codes it
+    accepted, and how many were drawn (whole batches)."""
     kept, draws = [], 0
     while sum(len(k) for k in kept) < num:
         if draws >= max_draws:
@@ -48,4 +50,19 @@ def accepted_codes(latent: LatentDPM, classifier: CodeClassifier, label: int, nu
         codes = sample_codes(latent, batch_seeds, latent_steps).cpu()
         kept.append(codes[classifier.predict(codes) == label])
         draws += batch_size
-    return torch.cat(kept)[:num], draws
+    accepted = torch.cat(kept)
+    return accepted[:num], len(accepted), draws
+
+
+def first_of_each_class(dataset: ImageDataset, shots: int | None) -> list[int]:
+    """Indices of the first `shots` items of every class (all labelled items when shots is None)."""
+    if dataset.source.labels is None:
+        raise DataError(f"the support set {dataset.describe()} has no labels: pass --labels")
+    labels = [int(label) for label in dataset.source.labels[: len(dataset)]]
+    taken: dict[int, int] = {}
+    picked = []
+    for index, label in enumerate(labels):
+        if taken.get(label, 0) < (shots or len(labels)):
+            taken[label] = taken.get(label, 0) + 1
+            picked.append(index)
+    return picked

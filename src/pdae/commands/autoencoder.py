@@ -123,6 +123,9 @@ def fit(
     if condition == "class" and dataset.num_classes < 2:
         raise PdaeError(f"--condition class needs class labels, and {dataset.describe()} has none: pass "
                         "--labels (and --label-column)")
+    if resume and condition == "class" and dataset.num_classes > model.cfg.num_classes:
+        raise PdaeError(f"{out} was trained on {model.cfg.num_classes} classes and {dataset.describe()} has "
+                        f"{dataset.num_classes}: resume it on the data it started with")
     if not resume:
         model = PDAE(backbone, schedule, PDAEConfig(latent_dim, encoder_channels, gamma, init_from_dpm,
                                                     sampling_coef, z_pathway=z_pathway, condition=condition,
@@ -334,6 +337,8 @@ def evaluate(
     test_set = open_images(images, model, "test", limit)
     probe_sets = [open_images(images, model, split, count, labels=labels, label_column=label_column)
                   for split, count in (("train", probe_train), ("test", None))]  # a bad CSV fails here
+    columns = [c.strip() for c in attributes.split(",")] if attributes else []
+    probe_sets[0].label_table(columns)  # an unknown column fails here, not after the reconstructions
     steps = step_counts(inversion_steps, decoding_steps, "ddim", clip_x0, clip_random)
     started = time.perf_counter()
     scores = reconstruction_scores(model, test_set, steps, seed=seed)
@@ -349,8 +354,8 @@ def evaluate(
     report["gap"] = {k: v for k, v in gap_report(model, x_gap, seed=seed).items() if not isinstance(v, list)}
     report["linear_probe_accuracy"] = probe_accuracy(model, *probe_sets)
     report["probe_train_images"], report["probe_label_column"] = probe_train, label_column
-    if attributes:
-        report["attributes"] = attribute_report(model, *probe_sets, [c.strip() for c in attributes.split(",")])
+    if columns:
+        report["attributes"] = attribute_report(model, *probe_sets, columns)
     x_batch, _ = next(iterate_batches(test_set, 64))
     report["train_images_per_s"] = {"fp32": training_throughput(model, x_batch, bf16=False),
                                     "bf16": training_throughput(model, x_batch, bf16=True)}

@@ -107,9 +107,9 @@ def fit_attributes(
     data: o.Data = o.SHIPPED_MNIST,
     labels: o.Labels = None,
     columns: Annotated[Optional[str], typer.Option(
-        "--label-column", help="Comma-separated label columns to fit (default: every column). A column of "
-                               "two values is one attribute; of a few classes, one attribute per class; a "
-                               "numeric one of many values is split at its median.")] = None,
+        "--attributes", help="Comma-separated label columns to fit (default: every column). A column of "
+                             "two values is one attribute; of a few classes, one attribute per class; a "
+                             "numeric one of many values is split at its median.")] = None,
     train_split: Annotated[str, typer.Option(help="Split the classifiers are fitted on.")] = "train",
     test_split: Annotated[str, typer.Option(help="Held-out split they are scored on.")] = "test",
     limit: o.Limit = None,
@@ -123,19 +123,23 @@ def fit_attributes(
 
     Labels come from a CSV with many columns (--labels DATA/{split}.csv), from class sub-folders
     (--labels folders), from CelebA's list_attr_celeba.txt or CelebAMask-HQ-attribute-anno.txt as
-    released, or from the dataset itself (MNIST digits). `pdae manipulate` edits along the directions.
+    released, or from the dataset itself (MNIST digits: column 'label'). `pdae manipulate` edits along
+    the directions.
     """
     from rich.table import Table
 
     from pdae.attributes import binary_targets, fit_directions
+    from pdae.data import label_csv_columns
     from pdae.evaluation import encode_dataset
     from pdae.model import load_pdae
 
     names = [name.strip() for name in columns.split(",")] if columns else None
+    from_csv = labels not in (None, "folders")
+    if from_csv and names is None:
+        names = label_csv_columns(labels, train_split)
     target = o.prepare_runtime(threads, device)
     model = load_pdae(run).to(target)
-    first = names[0] if names else None
-    sets = [open_images(data, model, split, limit, labels=labels, label_column=first)
+    sets = [open_images(data, model, split, limit, labels=labels, label_column=names[0] if from_csv else None)
             for split in (train_split, test_split)]
     tables = [dataset.label_table(names) for dataset in sets]
     if not tables[0]:
@@ -188,6 +192,7 @@ def manipulate(
     from pdae.attributes import AttributeDirections, manipulate as run_manipulation
     from pdae.checkpoint import resolve_weights_path
     from pdae.data import to_unit_range
+    from pdae.errors import PdaeError
     from pdae.images import save_grid
     from pdae.metrics import mse_per_image
     from pdae.model import load_pdae
@@ -200,6 +205,10 @@ def manipulate(
     target = o.prepare_runtime(threads, device)
     model = load_pdae(run, sampling_coef).to(target)
     found = AttributeDirections.load(resolve_weights_path(directions or directions_path(run)))
+    found.index(attribute)  # an unknown name fails before the inversion
+    if found.weights.shape[1] != model.cfg.latent_dim:
+        raise PdaeError(f"the directions were fitted on codes of size {found.weights.shape[1]}, and {run} "
+                        f"encodes to size {model.cfg.latent_dim}: fit them on this run")
     x = load_references([reference], images, split, model)
     edits = run_manipulation(model, x[0], found, attribute, scales,
                              step_counts(inversion_steps, decoding_steps, "ddim", clip_x0)).cpu()

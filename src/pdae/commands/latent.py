@@ -42,7 +42,7 @@ def fit_latent(
     `pdae sample RUN` then finds the latent DPM beside the PDAE.
     """
     from pdae.commands.dpm import saved_model_config
-    from pdae.latent import CodeDataset, LatentDPM, build_latent_dpm
+    from pdae.latent import CodeDataset, LatentDPM, build_latent_dpm, default_latent_run
     from pdae.linear import Standardiser
     from pdae.losses import EpsLoss
     from pdae.nn.latent_mlp import LatentMLPConfig
@@ -50,7 +50,7 @@ def fit_latent(
     from pdae.training import train
 
     target = o.prepare_runtime(threads, device)
-    out = out or (run / "latent" if run.is_dir() else Path(f"{run.stem}_latent"))
+    out = out or default_latent_run(run)
     codes = cached_codes(run, data, split, limit, out, target)
     if resume:
         latent = build_latent_dpm(saved_model_config(out, "latent_dpm"))
@@ -93,6 +93,20 @@ def cached_codes(run: Path, data: Path, split: str, limit: int | None, out: Path
     return codes
 
 
+def open_latent_dpm(run: Path, latent: Path | None, model, device: torch.device):
+    """The PDAE's latent DPM (from --latent, else where `pdae latent fit` puts it), checked against it."""
+    from pdae.errors import CheckpointError
+    from pdae.latent import check_code_size, latent_path, load_latent_dpm
+
+    try:
+        latent_dpm = load_latent_dpm(latent or latent_path(run)).to(device)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}\nsampling from a PDAE needs its latent DPM: train one with "
+                              f"`pdae latent fit {run}`, or pass --latent") from None
+    check_code_size(latent_dpm, model, run)
+    return latent_dpm
+
+
 def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batch_size: int,
                      latent: Path | None, latent_steps: int, stop_fraction: float, truncate: float | None,
                      label: int | None, scales: list[float], npz: Path | None, device: str | None,
@@ -100,9 +114,9 @@ def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batc
     """`pdae sample RUN`: one row of samples per G scale, as a PNG (and .npz): latent-DPM codes decoded by
     the PDAE from random x_T, or for a class-conditional PDAE the embedding of class `label`."""
     from pdae.autoencode import StepCounts, decode_from_noise
-    from pdae.errors import CheckpointError, PdaeError
+    from pdae.errors import PdaeError
     from pdae.images import save_grid, save_npz
-    from pdae.latent import latent_path, load_latent_dpm, sample_codes
+    from pdae.latent import sample_codes
     from pdae.model import load_pdae
     from pdae.progress import progress_bar
 
@@ -114,24 +128,23 @@ def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batc
         if label is None or not 0 <= label < model.cfg.num_classes:
             raise PdaeError(f"{run} is conditioned on classes 0..{model.cfg.num_classes - 1}: pick one with "
                             "--class")
+        unused = [f"--{n.replace('_', '-')}" for n in ("latent", "latent_steps", "truncate") if o.typed(n)]
+        if unused:
+            raise PdaeError(f"{run} is class-conditional and has no latent DPM: drop {', '.join(unused)}")
         codes_for = lambda seeds: model.encode(torch.full((len(seeds),), label, device=target))  # noqa: E731
     else:
         if label is not None:
             raise PdaeError(f"--class needs a class-conditional PDAE (pdae fit --condition class); {run} "
                             "decodes codes z")
-        try:
-            latent_dpm = load_latent_dpm(latent or latent_path(run)).to(target)
-        except CheckpointError as error:
-            raise CheckpointError(f"{error}\nsampling from a PDAE needs its latent DPM: train one with "
-                                  f"`pdae latent fit {run}`, or pass --latent") from None
+        latent_dpm = open_latent_dpm(run, latent, model, target)
         codes_for = lambda seeds: sample_codes(latent_dpm, seeds, latent_steps, truncate)  # noqa: E731
     rows = []
     with progress_bar("sampling", total=num * len(scales), fields=()) as bar:
         for scale in scales:
             for start in range(seed, seed + num, batch_size):
                 seeds = list(range(start, min(start + batch_size, seed + num)))
-                images = decode_from_noise(model, codes_for(seeds), [s + 1 for s in seeds],
-                                           StepCounts(decoding=steps), scale, stop_fraction)
+                images = decode_from_noise(model, codes_for(seeds), seeds, StepCounts(decoding=steps), scale,
+                                           stop_fraction)
                 rows.append(images.cpu())
                 bar.update(len(seeds))
     images = torch.cat(rows)
@@ -149,8 +162,7 @@ def fewshot(
     label: Annotated[int, typer.Option("--class", help="The class to generate (a label of the support "
                                        "set, e.g. a digit).")] = 0,
     num: Annotated[int, typer.Option("--num", "-n", min=1, help="Number of samples.")] = 64,
-    shots: Annotated[Optional[int], typer.Option(min=1, help="Use only the first K support images of each "
-                                                 "class (default: all).")] = None,
+    shots: Annotated[int, typer.Option(min=1, help="Use the first K support images of each class.")] = 10,
     split: o.Split = "train",
     labels: o.Labels = None,
     label_column: o.LabelColumn = None,
@@ -169,46 +181,30 @@ def fewshot(
     import itertools
     import json
 
+    from torch.utils.data import Subset
+
     from pdae.autoencode import StepCounts, decode_from_noise
-    from pdae.data import collate
-    from pdae.fewshot import accepted_codes, support_classifier
+    from pdae.evaluation import encode_dataset
+    from pdae.fewshot import accepted_codes, first_of_each_class, support_classifier
     from pdae.images import save_grid
-    from pdae.latent import latent_path, load_latent_dpm
     from pdae.model import load_pdae
 
     target = o.prepare_runtime(threads, device)
     model = load_pdae(run).to(target)
-    latent_dpm = load_latent_dpm(latent or latent_path(run)).to(target)
+    latent_dpm = open_latent_dpm(run, latent, model, target)
     dataset = open_images(support, model, split, None, labels=labels, label_column=label_column)
-    x, y = collate(dataset, first_of_each_class(dataset, shots))
-    with torch.no_grad():
-        codes = model.encode(x.to(target)).cpu()
-    classifier = support_classifier(latent_dpm, codes, y)
+    support_set = Subset(dataset, first_of_each_class(dataset, shots))
+    codes, y = encode_dataset(model, support_set)
     if label not in y.tolist():
         raise typer.BadParameter(f"--class {label} is not among the support set's classes "
                                  f"{sorted(set(y.tolist()))}")
-    kept, draws = accepted_codes(latent_dpm, classifier, label, num, itertools.count(seed), latent_steps)
-    images = decode_from_noise(model, kept.to(target), range(seed + 1, seed + 1 + num),
-                               StepCounts(decoding=steps))
+    classifier = support_classifier(latent_dpm, codes, y)
+    kept, accepted, draws = accepted_codes(latent_dpm, classifier, label, num, itertools.count(seed),
+                                           latent_steps)
+    images = decode_from_noise(model, kept.to(target), range(seed, seed + num), StepCounts(decoding=steps))
     save_grid(images.cpu(), out)
     report = {"run": str(run), "support": str(support), "class": label, "support_images": len(y),
-              "shots": shots, "samples": num, "codes_drawn": draws, "share_kept": num / draws}
+              "shots": shots, "samples": num, "codes_drawn": draws, "share_kept": accepted / draws}
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    o.console.print(f"wrote {out} and {out.with_suffix('.json')}: kept {num} of {draws} sampled codes "
-                    f"({len(y)} support images)")
-
-
-def first_of_each_class(dataset, shots: int | None) -> list[int]:
-    """Indices of the first `shots` items of every class (all labelled items when shots is None)."""
-    from pdae.errors import DataError
-
-    if dataset.source.labels is None:
-        raise DataError(f"the support set {dataset.describe()} has no labels: pass --labels")
-    labels = [int(label) for label in dataset.source.labels[: len(dataset)]]
-    taken: dict[int, int] = {}
-    picked = []
-    for index, label in enumerate(labels):
-        if taken.get(label, 0) < (shots or len(labels)):
-            taken[label] = taken.get(label, 0) + 1
-            picked.append(index)
-    return picked
+    o.console.print(f"wrote {out} and {out.with_suffix('.json')}: the classifier kept {accepted} of {draws} "
+                    f"sampled codes ({len(y)} support images)")

@@ -8,10 +8,11 @@ one module per format reads it (idx, folder, lmdb, npz), ``convert`` turns its p
 
 from pdae.data.convert import load_image, to_model_range, to_unit_range
 from pdae.data.dataset import ImageDataset, ItemKey, open_dataset
+from pdae.data.folder import label_csv_columns
 from pdae.data.loader import EpochBatches, collate, epoch_permutation, iterate_batches, training_batches
 from pdae.data.source import ACCEPTED, IMAGE_EXTS
 
 __all__ = [
     "ACCEPTED", "IMAGE_EXTS", "EpochBatches", "ImageDataset", "ItemKey", "collate", "epoch_permutation",
-    "iterate_batches", "load_image", "open_dataset", "to_model_range", "to_unit_range", "training_batches",
+    "iterate_batches", "label_csv_columns", "load_image", "open_dataset", "to_model_range", "to_unit_range", "training_batches",
 ]

@@ -137,6 +137,14 @@ def _read_label_csv(path: Path) -> tuple[list[str], dict[str, list[str]]]:
     return header[:at] + header[at + 1:], rows
 
 
+def label_csv_columns(labels: str | Path, split: str) -> list[str]:
+    """The label columns of a labels CSV (or CelebA attribute file); '{split}' in the path becomes `split`."""
+    path = Path(str(labels).replace("{split}", split))
+    if not path.is_file():
+        raise DataError(f"no labels file at {path}")
+    return _read_label_csv(path)[0]
+
+
 def _from_celeba_layout(lines: list[tuple[int, list[str]]]) -> list[tuple[int, list[str]]]:
     """CelebA's list_attr_celeba.txt and CelebAMask-HQ-attribute-anno.txt as released (a line with the
     image count, a line of attribute names, then 'file value...' rows split by spaces) as CSV lines."""

@@ -56,8 +56,7 @@ class LatentMLP(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, z_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """y is accepted (and ignored) so that the shared eps loss can call every eps network alike."""
+    def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
         emb = self.time_embed(timestep_embedding(t, self.cfg.time_channels))
         h = z_t
         for i, layer in enumerate(self.layers):
