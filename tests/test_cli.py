@@ -278,6 +278,24 @@ BAD_INPUTS = [  # (arguments with {run}, {dpm}, {data}, {tmp} filled in, what th
     (["pretrain", "--out", "{tmp}/broken-run", "--data", "{data}", "--resume"], "is not a pdae run config"),
     (["gap", "{run}", "{data}", "--limit", "4", "--num-t", "2", "--threads", "0"], "--threads"),
     (["eval", "{run}", "{data}", "--gap-images", "0"], "--gap-images"),
+    (["eval", "{run}", "{data}", "--attributes", "age"], "no label column 'age'"),
+    (["interpolate", "0"], "expected [RUN] and 2 images"),
+    (["interpolate", "{run}", "0"], "is a run, not an image"),
+    (["interpolate", "{run}", "0", "{tmp}/missing.png", "--images", "{data}"], "no image file at"),
+    (["interpolate", "{run}", "0", "99", "--images", "{data}"], "image index 99 is out of range"),
+    (["interpolate", "{run}", "0", "1", "--images", "{data}", "--mode", "zigzag"], "unknown mode"),
+    (["manipulate", "{run}", "0", "--attribute", "x", "--directions", "{tmp}/none"], "no checkpoint at"),
+    (["manipulate", "{run}", "0", "--attribute", "x", "--scale", "big"], "comma-separated numbers"),
+    (["sample", "{run}", "-n", "1"], "pdae latent fit"),
+    (["sample", "{run}", "--stop-fraction", "1"], "--stop-fraction must be in [0, 1)"),
+    (["sample", "{run}", "--class", "1"], "needs a class-conditional PDAE"),
+    (["sample", "--class", "1"], "--class applies to sampling from a PDAE"),
+    (["latent", "fit", "{run}", "--data", "{data}", "--out", "{tmp}/nothing", "--resume"], "nothing to resume"),
+    (["fewshot", "{run}", "--support", "{data}", "--latent", "{tmp}/none"], "no checkpoint at"),
+    (["fit", "--out", "{tmp}/r", "--dpm", "{dpm}", "--data", "{tmp}/plain.npz", "--condition", "class"],
+     "needs class labels"),
+    (["fit", "--out", "{tmp}/r", "--dpm", "{dpm}", "--data", "{data}", "--condition", "pixels"],
+     "unknown condition"),
 ]
 
 
@@ -289,6 +307,7 @@ def test_bad_inputs_end_in_a_message_and_a_non_zero_exit_never_a_traceback(args,
     (tmp_path / "broken-run").mkdir()
     (tmp_path / "broken-run" / "config.json").write_text("{not json")
     np.savez(tmp_path / "nan.npz", images=np.full((2, 8, 8), np.nan, dtype=np.float32))
+    np.savez(tmp_path / "plain.npz", images=np.zeros((4, 8, 8), dtype=np.uint8))
     before = {p: p.stat().st_mtime_ns for p in run.iterdir()}
     fill = {"run": str(run), "dpm": str(run.parent / "dpm"), "data": str(data), "tmp": str(tmp_path),
             "shipped": str(SHIPPED_DPM)}

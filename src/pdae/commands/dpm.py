@@ -106,7 +106,7 @@ def sample(
                                       "reads. Default: the shipped MNIST DPM.")] = o.SHIPPED_DPM,
     out: o.Out = Path("samples.png"),
     num: Annotated[int, typer.Option("--num", "-n", min=1, help="Number of samples.")] = 64,
-    steps: Annotated[int, typer.Option(min=1, help="Sampling steps (respaced from the DPM's T).")] = 100,
+    steps: Annotated[int, typer.Option(help="Sampling steps (respaced from the DPM's T).")] = 100,
     sampler: Annotated[
         str, typer.Option(help="ddim (deterministic, eta 0) or ddpm (ancestral, eta 1).")
     ] = "ddim",

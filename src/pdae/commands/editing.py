@@ -42,6 +42,8 @@ def load_references(references: list[str], images: Path, split: str, model) -> t
             if int(reference) >= len(dataset):
                 raise DataError(f"image index {reference} is out of range: {dataset.describe()}")
             loaded.append(dataset[int(reference)][0])
+        elif Path(reference).is_dir() or reference.endswith(".safetensors"):
+            raise DataError(f"{reference} is a run, not an image: give the run first, then the images")
         else:
             loaded.append(load_image(Path(reference), model.dpm.image_size, model.dpm.in_channels))
     return torch.stack(loaded)
