@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from pdae.autoencode import StepCounts, decode_from_noise
 from pdae.cli import app
+from pdae.commands.options import SHIPPED_PDAE
 from pdae.data import open_dataset
 from pdae.errors import PdaeError
 from pdae.fewshot import accepted_codes, first_of_each_class, support_classifier
@@ -186,3 +187,12 @@ def test_latent_dpm_is_found_where_latent_fit_puts_it(tmp_path, monkeypatch):
     assert latent_path(run_file) == default_latent_run(run_file) == Path("pdae_latent")  # trained here
     (tmp_path / "pdae_latent.safetensors").write_bytes(b"")
     assert latent_path(run_file) == tmp_path / "pdae_latent.safetensors"  # shipped beside the PDAE
+
+
+def test_the_shipped_pdae_samples_out_of_the_box(tmp_path):
+    """`pdae sample` on the shipped MNIST PDAE finds the latent DPM shipped beside it."""
+    npz = tmp_path / "s.npz"
+    result = runner.invoke(app, ["sample", str(SHIPPED_PDAE), "-n", "2", "--steps", "3", "--latent-steps", "3",
+                                 "--npz", str(npz), "-o", str(tmp_path / "s.png"), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert np.load(npz)["samples"].shape == (2, 1, 28, 28)
