@@ -129,7 +129,9 @@ def mixed_shift_eps(model: torch.nn.Module, zs: Sequence[Tensor], weights: Seque
     def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
         eps, shifts = model.eps_and_shifts(x_t, t, zs)
         mixed = sum(_per_row(w, shift) * shift for w, shift in zip(weights, shifts))
-        coef = model.schedule.at(k, t, eps) * _per_row((t >= min_t).to(eps.dtype), eps)
+        coef = model.schedule.at(k, t, eps)
+        if min_t > 0:  # only a stop fraction pays for the mask
+            coef = coef * _per_row((t >= min_t).to(eps.dtype), eps)
         return eps - coef * mixed
 
     return eps_fn
