@@ -205,6 +205,7 @@ def test_eval_reports_the_paper_table(tiny_pdae_run, tmp_path):
     assert report["random_xT_psnr"] == pytest.approx(
         np.mean(10 * np.log10(1 / np.load(report["per_image_scores"])["random_xT_mse"])), rel=1e-5)
     assert report["latent_dim"] == 8 and report["inversion_steps"] == 2
+    assert not (tmp_path / "eval_per_image.partial.npz").exists()  # the resume file goes once complete
     assert 0 <= report["linear_probe_accuracy"] <= 1 and report["train_images_per_s"]["bf16"] > 0
     assert list(report["attributes"]["auroc"]) == ["label=0", "label=1", "label=2"]
     table = out.with_suffix(".md").read_text()

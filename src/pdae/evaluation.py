@@ -4,6 +4,7 @@ throughput, and the paper-format table of them."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,7 +12,8 @@ from torch.utils.data import Dataset
 
 from pdae.attributes import MAX_CLASSES, binary_targets, fit_directions
 from pdae.autoencode import StepCounts, reconstruct
-from pdae.data import ImageDataset, iterate_batches, to_unit_range
+from pdae.checkpoint import atomic_write
+from pdae.data import ImageDataset, collate, iterate_batches, to_unit_range
 from pdae.device import synchronize
 from pdae.diagnostics import integrate_over_t, posterior_mean_gap
 from pdae.losses import PDAELoss
@@ -36,18 +38,43 @@ IMAGE_METRICS = {"mse": mse_per_image, "psnr": psnr_per_image, "ssim": ssim_per_
 
 
 def reconstruction_scores(model: PDAE, dataset: Dataset, steps: StepCounts, batch_size: int = 100,
-                          seed: int = 0) -> dict[str, torch.Tensor]:
-    """Per-image MSE, PSNR and SSIM on [0, 1] images for random and inferred x_T; image i uses seed + i."""
-    scores: dict[str, list[torch.Tensor]] = {f"{k}_{m}": [] for k in ("random_xT", "inferred_xT")
-                                             for m in IMAGE_METRICS}
+                          seed: int = 0, resume_file: Path | None = None,
+                          settings: str = "") -> dict[str, torch.Tensor]:
+    """Per-image MSE, PSNR and SSIM on [0, 1] images for random and inferred x_T; image i uses seed + i.
+
+    With `resume_file`, the scores so far are saved there after every batch and a later call with the same
+    `settings` (a string naming the run, images and steps) starts after them: a long evaluation that is
+    killed loses one batch at most. Image i's result does not depend on where the pass started."""
+    scores = _resumed_scores(resume_file, settings)
+    done = len(next(iter(scores.values()))[0]) if scores else 0
+    scores = scores or {f"{k}_{m}": [] for k in ("random_xT", "inferred_xT") for m in IMAGE_METRICS}
     with progress_bar("reconstructing", total=len(dataset), fields=()) as bar:
-        for start, (x0, _) in zip(range(0, len(dataset), batch_size), iterate_batches(dataset, batch_size)):
+        bar.update(done)
+        for start in range(done, len(dataset), batch_size):
+            x0, _ = collate(dataset, range(start, min(start + batch_size, len(dataset))))
             outputs = reconstruct(model, x0, steps, seeds=range(seed + start, seed + start + len(x0)))
             for name, image in outputs.items():
                 for metric, per_image in IMAGE_METRICS.items():
                     scores[f"{name}_{metric}"].append(per_image(to_unit_range(image.cpu()), to_unit_range(x0)))
+            if resume_file is not None:
+                _save_partial_scores(resume_file, settings, scores)
             bar.update(len(x0))
     return {name: torch.cat(values) for name, values in scores.items()}
+
+
+def _resumed_scores(resume_file: Path | None, settings: str) -> dict[str, list[torch.Tensor]]:
+    """The scores a killed pass with the same settings saved, or {} (none, or other settings)."""
+    if resume_file is None or not resume_file.exists():
+        return {}
+    with np.load(resume_file) as saved:
+        if str(saved["settings"]) != settings:
+            return {}
+        return {name: [torch.from_numpy(saved[name])] for name in saved.files if name != "settings"}
+
+
+def _save_partial_scores(resume_file: Path, settings: str, scores: dict[str, list[torch.Tensor]]) -> None:
+    arrays = {name: torch.cat(values).numpy() for name, values in scores.items()}
+    atomic_write(resume_file, lambda tmp: np.savez(open(tmp, "wb"), settings=np.array(settings), **arrays))
 
 
 def attribute_report(model: PDAE, train_set: ImageDataset, test_set: ImageDataset,

@@ -341,10 +341,14 @@ def evaluate(
     probe_sets[0].label_table(columns)  # an unknown column fails here, not after the reconstructions
     steps = step_counts(inversion_steps, decoding_steps, "ddim", clip_x0, clip_random)
     started = time.perf_counter()
-    scores = reconstruction_scores(model, test_set, steps, seed=seed)
     per_image = out.with_name(out.stem + "_per_image.npz")  # test image i is row i
+    partial = per_image.with_suffix(".partial.npz")  # a killed eval resumes from here
+    settings = json.dumps([str(Path(run).resolve()), str(images), limit, repr(steps), seed,
+                           model.cfg.sampling_coef])
+    scores = reconstruction_scores(model, test_set, steps, seed=seed, resume_file=partial, settings=settings)
     arrays = {name: values.numpy() for name, values in scores.items()}
     atomic_write(per_image, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    partial.unlink()
     report = {"run": str(run), "latent_dim": model.cfg.latent_dim, "sampling_coef": model.cfg.sampling_coef,
               "num_test_images": len(test_set), "inversion_steps": inversion_steps,
               "decoding_steps": decoding_steps, "clip_x0": clip_x0, "clip_random": clip_random,
