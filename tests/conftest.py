@@ -26,3 +26,17 @@ def shifted_pdae(latent_dim: int = 4, **pdae_options) -> PDAE:
 @pytest.fixture(scope="session")
 def make_shifted_pdae():
     return shifted_pdae
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `pdae ARGS` in this process as the entry point does: returns (exit code, everything printed)."""
+    from pdae.cli import app, run_reporting_errors
+
+    def run(*args: str) -> tuple[int, str]:
+        with pytest.raises(SystemExit) as exit_info:
+            run_reporting_errors(lambda: app(list(args), prog_name="pdae"))
+        captured = capsys.readouterr()
+        return exit_info.value.code, captured.out + captured.err
+
+    return run

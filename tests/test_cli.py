@@ -236,16 +236,6 @@ def test_shipped_pdae_reconstructs_held_out_digits(tmp_path):
     assert inferred < 0.01 and inferred < random
 
 
-def run_cli(capsys, *args: str) -> tuple[int, str]:
-    """Run `pdae ARGS` in this process as the entry point does; (exit code, everything printed)."""
-    from pdae.cli import run_reporting_errors
-
-    with pytest.raises(SystemExit) as exit_info:
-        run_reporting_errors(lambda: app(list(args), prog_name="pdae"))
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out + captured.err
-
-
 BAD_INPUTS = [  # (arguments with {run}, {dpm}, {data}, {tmp} filled in, what the message must say)
     (["sample", "--dpm", "{tmp}/missing"], "no checkpoint at"),
     (["pretrain", "--out", "{tmp}/r", "--data", "{tmp}/nothing-here"], "does not exist"),
@@ -302,7 +292,7 @@ BAD_INPUTS = [  # (arguments with {run}, {dpm}, {data}, {tmp} filled in, what th
 
 @pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_INPUTS])
 def test_bad_inputs_end_in_a_message_and_a_non_zero_exit_never_a_traceback(args, message, tiny_pdae_run,
-                                                                           tmp_path, capsys):
+                                                                           tmp_path, run_cli):
     run, data = tiny_pdae_run
     (tmp_path / "a-file").write_text("not a run, not images, not a checkpoint")
     (tmp_path / "broken-run").mkdir()
@@ -312,7 +302,7 @@ def test_bad_inputs_end_in_a_message_and_a_non_zero_exit_never_a_traceback(args,
     before = {p: p.stat().st_mtime_ns for p in run.iterdir()}
     fill = {"run": str(run), "dpm": str(run.parent / "dpm"), "data": str(data), "tmp": str(tmp_path),
             "shipped": str(SHIPPED_DPM)}
-    code, output = run_cli(capsys, *(a.format(**fill) for a in args))
+    code, output = run_cli(*(a.format(**fill) for a in args))
     assert code not in (0, None), output
     assert message.format(**fill) in " ".join(output.split()), output
     assert "Traceback" not in output

@@ -64,7 +64,7 @@ def decode_from_noise(model: PDAE, z: Tensor, seeds: Sequence[int], steps: StepC
 
     `scale` multiplies G (0 is the bare DPM); the last `stop_fraction` of the steps run without the shift.
     """
-    size, channels = model.dpm.image_size, model.dpm.in_channels
+    size, channels = model.image_size, model.in_channels
     noise = SeededNoise(seeds)
     x_T = noise(torch.empty(len(seeds), channels, size, size, device=model.device))
     timesteps = model.schedule.timesteps(steps.decoding)

@@ -16,7 +16,6 @@ from pdae.checkpoint import atomic_write
 from pdae.data import ImageDataset, collate, iterate_batches, to_unit_range
 from pdae.device import synchronize
 from pdae.diagnostics import integrate_over_t, posterior_mean_gap
-from pdae.losses import PDAELoss
 from pdae.metrics import mse_per_image, psnr_per_image, ssim_per_image
 from pdae.model import PDAE
 from pdae.probes import linear_probe_accuracy, regression_mae
@@ -97,19 +96,30 @@ def attribute_report(model: PDAE, train_set: ImageDataset, test_set: ImageDatase
     return report
 
 
+METHOD_NAMES = {"pdae": "PDAE", "diffae": "Diff-AE"}
+
+
+def gap_summary(gap: dict) -> str:
+    """One line on a gap report: the share of the DPM's gap a PDAE fills, or a Diff-AE's integrated gap."""
+    if "share_filled" not in gap:
+        return (f"Posterior-mean gap integrated over t: {gap['integral_diffae']:.4g} "
+                f"({gap['num_images']} images)")
+    return (f"Posterior-mean gap filled: {100 * gap['share_filled']:.1f} % integrated over t, "
+            f"{100 * gap['mean_share_filled_per_t']:.1f} % mean per t ({gap['num_images']} images)")
+
+
 def markdown_table(report: dict) -> str:
     """The paper's reconstruction table (and what else the report holds) as markdown."""
     steps = f"{report['inversion_steps']} / {report['decoding_steps']} DDIM"
-    lines = [f"PDAE on {report['num_test_images']} held-out images ({report['run']})", "",
+    lines = [f"{METHOD_NAMES[report['method']]} on {report['num_test_images']} held-out images "
+             f"({report['run']})", "",
              "| latent size | x_T | inversion / decoding steps | SSIM | PSNR (dB) | MSE |",
              "|---|---|---|---|---|---|"]
     for name, label, used in (("random_xT", "random", f"- / {report['decoding_steps']} DDIM"),
                               ("inferred_xT", "inferred", steps)):
         lines.append(f"| {report['latent_dim']} | {label} | {used} | {report[name + '_ssim']:.4f} | "
                      f"{report[name + '_psnr']:.2f} | {report[name + '_mse']:.5f} |")
-    gap = report["gap"]
-    lines += ["", f"Posterior-mean gap filled: {100 * gap['share_filled']:.1f} % integrated over t, "
-                  f"{100 * gap['mean_share_filled_per_t']:.1f} % mean per t ({gap['num_images']} images).",
+    lines += ["", gap_summary(report["gap"]) + ".",
               f"Linear probe: {100 * report['linear_probe_accuracy']:.2f} % "
               f"({report['probe_train_images']} training codes)."]
     for name, value in report.get("attributes", {}).get("auroc", {}).items():
@@ -129,11 +139,13 @@ def gap_report(model: PDAE, x0: torch.Tensor, num_t: int = 50, seed: int = 0) ->
     """
     timesteps = model.schedule.timesteps(num_t)
     gaps = posterior_mean_gap(model, x0, timesteps, torch.Generator().manual_seed(seed))
-    integral = {name: integrate_over_t(values, timesteps) for name, values in gaps.items()}
-    return {"t": timesteps.tolist(), "gap_dpm": gaps["dpm"].tolist(), "gap_pdae": gaps["pdae"].tolist(),
-            "integral_dpm": integral["dpm"], "integral_pdae": integral["pdae"],
-            "share_filled": 1 - integral["pdae"] / integral["dpm"],
-            "mean_share_filled_per_t": float((1 - gaps["pdae"] / gaps["dpm"]).mean()), "num_images": len(x0)}
+    report = {"t": timesteps.tolist(), "num_images": len(x0)}
+    for name, values in gaps.items():
+        report[f"gap_{name}"], report[f"integral_{name}"] = values.tolist(), integrate_over_t(values, timesteps)
+    if "pdae" in gaps:  # a Diff-AE has no DPM of its own to fill the gap of
+        report["share_filled"] = 1 - report["integral_pdae"] / report["integral_dpm"]
+        report["mean_share_filled_per_t"] = float((1 - gaps["pdae"] / gaps["dpm"]).mean())
+    return report
 
 
 @torch.no_grad()
@@ -152,7 +164,7 @@ def probe_accuracy(model: PDAE, train_set: Dataset, test_set: Dataset) -> float:
 
 def training_throughput(model: PDAE, x0: torch.Tensor, bf16: bool, steps: int = 5) -> float:
     """Images per second of full PDAE training steps (forward, backward, AdamW), after one warm-up step."""
-    loss_fn = PDAELoss(model.schedule, model.cfg.gamma)
+    loss_fn = model.training_loss()
     device = model.device
     x0 = x0.to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0,

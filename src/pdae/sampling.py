@@ -113,31 +113,22 @@ def sample_with_dpm(unet: torch.nn.Module, schedule: NoiseSchedule, num: int, st
 
 
 def shifted_eps(model: torch.nn.Module, z: Tensor, scale: float = 1.0, min_t: int = 0) -> EpsFn:
-    """PDAE's decoder as an eps function: eps_theta(x_t, t) - scale * k_t * G(x_t, z, t) for t >= min_t."""
-    return mixed_shift_eps(model, [z], [scale], min_t)
+    """An autoencoder's decoding eps for code z; PDAE's is eps_theta(x_t, t) - scale * k_t * G(x_t, z, t) for
+    t >= min_t (the DPM alone below: the stop fraction)."""
+    return model.conditional_eps([z], [scale], min_t)
 
 
 def mixed_shift_eps(model: torch.nn.Module, zs: Sequence[Tensor], weights: Sequence[Tensor | float],
                     min_t: int = 0) -> EpsFn:
-    """eps_theta(x_t, t) - k_t * sum_j weights[j] * G(x_t, zs[j], t), the frozen DPM evaluated once.
+    """The decoding eps of a weighted mix of codes; PDAE's is eps_theta - k_t * sum_j weights[j] * G(zs[j]),
+    the frozen DPM evaluated once (trajectory interpolation mixes (1 - a) G(z_1) + a G(z_2)).
 
-    A weight is a number or one value per row (trajectory interpolation mixes (1 - a) G(z_1) + a G(z_2)).
-    Below `min_t` the shift is off: the plain DPM finishes the decoding (the stop fraction).
+    A weight is a number or one value per row.
     """
-    k = model.sampling_coef()
-
-    def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
-        eps, shifts = model.eps_and_shifts(x_t, t, zs)
-        mixed = sum(_per_row(w, shift) * shift for w, shift in zip(weights, shifts))
-        coef = model.schedule.at(k, t, eps)
-        if min_t > 0:  # only a stop fraction pays for the mask
-            coef = coef * _per_row((t >= min_t).to(eps.dtype), eps)
-        return eps - coef * mixed
-
-    return eps_fn
+    return model.conditional_eps(zs, weights, min_t)
 
 
-def _per_row(weight: Tensor | float, like: Tensor) -> Tensor | float:
+def per_row(weight: Tensor | float, like: Tensor) -> Tensor | float:
     """A number as it is; one value per row shaped to broadcast over `like`'s other dimensions."""
     if isinstance(weight, Tensor):
         return weight.to(like).view(-1, *[1] * (like.dim() - 1))

@@ -33,7 +33,7 @@ def open_images(images: Path, model, split: str, limit: int | None, skip_bad: bo
     """A dataset at the model's resolution and channel count; labels as pdae.data.open_dataset takes them."""
     from pdae.data import open_dataset
 
-    return open_dataset(images, image_size=model.dpm.image_size, channels=model.dpm.in_channels, split=split,
+    return open_dataset(images, image_size=model.image_size, channels=model.in_channels, split=split,
                         limit=limit, skip_bad=skip_bad, labels=labels, label_column=label_column)
 
 
@@ -76,6 +76,11 @@ def fit(
                                "class (a learned embedding of the image's class label, which the data must "
                                "have; sample with `pdae sample RUN --class C --scale S`).")
     ] = "z",
+    method: Annotated[
+        str, typer.Option(help="pdae (E and G on the frozen DPM) or diffae: the Diff-AE baseline, the same "
+                               "encoder with a z-conditioned UNet of the DPM's architecture and schedule "
+                               "trained jointly from scratch (the DPM's weights are not used).")
+    ] = "pdae",
     labels: o.Labels = None,
     label_column: o.LabelColumn = None,
     images: o.TotalImages = "200k",
@@ -93,17 +98,22 @@ def fit(
     device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
-    """Train PDAE's encoder and gradient estimator on a frozen pre-trained DPM."""
+    """Train PDAE's encoder and gradient estimator on a frozen pre-trained DPM (or, with --method diffae,
+    the Diff-AE baseline from scratch)."""
     from pdae.backbones import load_dpm
     from pdae.data import open_dataset
     from pdae.errors import PdaeError
-    from pdae.losses import PDAELoss
     from pdae.model import PDAE, PDAEConfig, build_pdae
     from pdae.training import train
 
     target = o.prepare_runtime(threads, device)
     o.choice(condition, ("z", "class"), "condition")
-    if resume:
+    o.choice(method, ("pdae", "diffae"), "method")
+    if method == "diffae":
+        if condition != "z":
+            raise PdaeError("the Diff-AE baseline learns z from images: --condition class is for PDAE")
+        model = backbone = diffae_model(out, dpm, latent_dim, encoder_channels, resume)
+    elif resume:
         config = saved_model_config(out, "pdae")
         saved = config["pdae"]
         o.refuse_changed_on_resume(out, {
@@ -126,19 +136,41 @@ def fit(
     if resume and condition == "class" and dataset.num_classes > model.cfg.num_classes:
         raise PdaeError(f"{out} was trained on {model.cfg.num_classes} classes and {dataset.describe()} has "
                         f"{dataset.num_classes}: resume it on the data it started with")
-    if not resume:
+    if not resume and method == "pdae":
         model = PDAE(backbone, schedule, PDAEConfig(latent_dim, encoder_channels, gamma, init_from_dpm,
                                                     sampling_coef, z_pathway=z_pathway, condition=condition,
                                                     num_classes=dataset.num_classes if condition == "class"
                                                     else 0))
     o.console.print(f"data: {dataset.describe()}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    o.console.print(f"PDAE: {trainable / 1e6:.2f}M trainable parameters, z of size {model.cfg.latent_dim}")
+    o.console.print(f"{'Diff-AE' if method == 'diffae' else 'PDAE'}: {trainable / 1e6:.2f}M trainable "
+                    f"parameters, z of size {model.cfg.latent_dim}")
     cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed, workers,
                          compile, target)
-    train(model, PDAELoss(model.schedule, model.cfg.gamma, model.class_conditional), dataset, cfg, out,
-          model.to_config(), resume=resume, description="fit", device=target)
+    train(model, model.training_loss(), dataset, cfg, out, model.to_config(), resume=resume, description="fit",
+          device=target)
     o.console.print(f"[green]done:[/] {out / 'ema.safetensors'}")
+
+
+def diffae_model(out: Path, dpm: Path, latent_dim: int, encoder_channels: int, resume: bool):
+    """The Diff-AE baseline to train: a new one with the UNet architecture and schedule of `dpm`, or the
+    run's own on --resume (refusing changed options)."""
+    from pdae.backbones import load_dpm
+    from pdae.diffae import DiffAE, DiffAEConfig, build_diffae
+    from pdae.errors import PdaeError
+    from pdae.nn.unet import UNet
+
+    if resume:
+        config = saved_model_config(out, "diffae")
+        saved = config["diffae"]
+        o.refuse_changed_on_resume(out, {"latent_dim": (saved["latent_dim"], latent_dim),
+                                         "encoder_channels": (saved["encoder_channels"], encoder_channels)})
+        return build_diffae(config)
+    backbone, schedule = load_dpm(dpm)
+    if not isinstance(backbone, UNet):
+        raise PdaeError(f"--method diffae builds its UNet with the architecture of an ADM-style DPM (pdae, "
+                        f"guided-diffusion, Diff-AE or PDAE checkpoints); {dpm} is a {type(backbone).__name__}")
+    return DiffAE(backbone.config, schedule, DiffAEConfig(latent_dim, encoder_channels))
 
 
 def same_dpm(run_dir: Path, dpm: Path) -> bool:
@@ -250,11 +282,15 @@ def gap(
 ) -> None:
     """Plot the posterior-mean gap per t, DPM alone vs with PDAE's shift; write the numbers as JSON beside it."""  # noqa: E501
     from pdae.data import iterate_batches
+    from pdae.errors import PdaeError
     from pdae.evaluation import gap_report, plot_gap
-    from pdae.model import load_pdae
+    from pdae.model import PDAE, load_pdae
 
     target = o.prepare_runtime(threads, device)
     model = load_pdae(run).to(target)
+    if not isinstance(model, PDAE):
+        raise PdaeError(f"{run} is a Diff-AE run: the gap plot compares a PDAE with its DPM (`pdae eval` "
+                        "reports a Diff-AE's own gap)")
     x0, _ = next(iterate_batches(open_images(images, model, split, limit), limit))
     report = gap_report(model, x0, num_t, seed)
     plot_gap(report, out)
@@ -328,8 +364,8 @@ def evaluate(
 
     from pdae.checkpoint import atomic_write
     from pdae.data import iterate_batches
-    from pdae.evaluation import (attribute_report, gap_report, markdown_table, mean_scores, probe_accuracy,
-                                 reconstruction_scores, training_throughput)
+    from pdae.evaluation import (attribute_report, gap_report, gap_summary, markdown_table, mean_scores,
+                                 probe_accuracy, reconstruction_scores, training_throughput)
     from pdae.model import load_pdae
 
     target = o.prepare_runtime(threads, device)
@@ -343,13 +379,14 @@ def evaluate(
     started = time.perf_counter()
     per_image = out.with_name(out.stem + "_per_image.npz")  # test image i is row i
     partial = per_image.with_suffix(".partial.npz")  # a killed eval resumes from here
-    settings = json.dumps([str(Path(run).resolve()), str(images), limit, repr(steps), seed,
-                           model.cfg.sampling_coef])
+    coef = getattr(model.cfg, "sampling_coef", None)  # a Diff-AE has none
+    settings = json.dumps([str(Path(run).resolve()), str(images), limit, repr(steps), seed, coef])
     scores = reconstruction_scores(model, test_set, steps, seed=seed, resume_file=partial, settings=settings)
     arrays = {name: values.numpy() for name, values in scores.items()}
     atomic_write(per_image, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
     partial.unlink()
-    report = {"run": str(run), "latent_dim": model.cfg.latent_dim, "sampling_coef": model.cfg.sampling_coef,
+    report = {"run": str(run), "method": model.to_config()["kind"], "latent_dim": model.cfg.latent_dim,
+              "sampling_coef": coef,
               "num_test_images": len(test_set), "inversion_steps": inversion_steps,
               "decoding_steps": decoding_steps, "clip_x0": clip_x0, "clip_random": clip_random,
               **mean_scores(scores),
@@ -375,8 +412,7 @@ def evaluate(
         table.add_row(str(model.cfg.latent_dim), name.split("_")[0], f"{report[name + '_ssim']:.4f}",
                       f"{report[name + '_psnr']:.2f}", f"{report[name + '_mse']:.5f}")
     o.console.print(table)
-    o.console.print(f"gap filled: {100 * report['gap']['share_filled']:.1f}% integrated, "
-                    f"{100 * report['gap']['mean_share_filled_per_t']:.1f}% mean per t  linear probe: "
+    o.console.print(f"{gap_summary(report['gap'])}  linear probe: "
                     f"{100 * report['linear_probe_accuracy']:.2f}%  training: "
                     f"{report['train_images_per_s']['bf16']:.0f} img/s bf16  -> {out}, "
                     f"{out.with_suffix('.md')}")

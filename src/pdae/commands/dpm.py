@@ -18,8 +18,8 @@ PresetName = Annotated[str, typer.Option(  # one line per preset ("\n\n" keeps t
 
 
 def saved_model_config(run_dir: Path, kind: str) -> dict:
-    """The model config of an existing run of `kind` ('dpm', 'pdae', 'latent_dpm'), which --resume rebuilds
-    it from."""
+    """The model config of an existing run of `kind` ('dpm', 'pdae', 'diffae', 'latent_dpm'), which --resume
+    rebuilds it from."""
     from pdae.training import CONFIG_NAME
 
     path = run_dir / CONFIG_NAME
@@ -30,7 +30,8 @@ def saved_model_config(run_dir: Path, kind: str) -> dict:
     except (ValueError, KeyError, TypeError) as error:
         raise PdaeError(f"cannot resume: {path} is not a pdae run config ({error})") from None
     if config.get("kind") != kind:
-        command = {"dpm": "pretrain", "pdae": "fit", "latent_dpm": "latent fit"}
+        command = {"dpm": "pretrain", "pdae": "fit", "diffae": "fit --method diffae",
+                   "latent_dpm": "latent fit"}
         raise PdaeError(f"cannot resume: {run_dir} holds a {config.get('kind')} run, not a {kind} run; "
                         f"continue it with pdae {command.get(config.get('kind'), '...')} --resume")
     return config

@@ -45,7 +45,7 @@ def load_references(references: list[str], images: Path, split: str, model) -> t
         elif Path(reference).is_dir() or reference.endswith(".safetensors"):
             raise DataError(f"{reference} is a run, not an image: give the run first, then the images")
         else:
-            loaded.append(load_image(Path(reference), model.dpm.image_size, model.dpm.in_channels))
+            loaded.append(load_image(Path(reference), model.image_size, model.in_channels))
     return torch.stack(loaded)
 
 

@@ -14,5 +14,6 @@ from pdae.data.source import ACCEPTED, IMAGE_EXTS
 
 __all__ = [
     "ACCEPTED", "IMAGE_EXTS", "EpochBatches", "ImageDataset", "ItemKey", "collate", "epoch_permutation",
-    "iterate_batches", "label_csv_columns", "load_image", "open_dataset", "to_model_range", "to_unit_range", "training_batches",
+    "iterate_batches", "label_csv_columns", "load_image", "open_dataset", "to_model_range", "to_unit_range",
+    "training_batches",
 ]

@@ -6,7 +6,7 @@ and Diff-AE's and the reference PDAE's, load into it. The network is split at it
 `time_embedding`, `encode` (input blocks: bottleneck and skips) and `decode` (middle block, output
 blocks, output conv), which is the backbone interface (pdae.backbones) PDAE's gradient estimator reuses.
 With `latent_dim`, every ResBlock is also modulated by a code z: the stand-alone gradient estimator that
-PDAE pairs with a black-box DPM.
+PDAE pairs with a black-box DPM, and (z scale only, `z_modulation="scale"`) Diff-AE's conditional UNet.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from torch import Tensor, nn
 
 from pdae.errors import PdaeError
 from pdae.schedule import NoiseSchedule
+
+Z_MODULATIONS = ("scale_shift", "scale")
 
 
 @dataclass(frozen=True)
@@ -117,14 +119,17 @@ class Downsample(nn.Module):
 class ResBlock(TimestepBlock):
     """Residual block; with scale-shift norm the time embedding modulates the second group norm.
 
-    With `latent_dim`, a code z then modulates it too (PDAE's gradient estimator): group norm, the time
-    scale/shift, then the z scale/shift from a linear projection of z.
+    With `latent_dim`, a code z then modulates it too: group norm, the time scale/shift, then the z
+    scale/shift from a linear projection of z (PDAE's gradient estimator), or with
+    `z_modulation="scale"` a z scale alone from SiLU + Linear of z (Diff-AE's conditioning).
     """
 
     def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None,
                  use_scale_shift_norm: bool = True, up: bool = False, down: bool = False,
-                 latent_dim: int | None = None):
+                 latent_dim: int | None = None, z_modulation: str = "scale_shift"):
         super().__init__()
+        if z_modulation not in Z_MODULATIONS:
+            raise PdaeError(f"z modulation must be one of {Z_MODULATIONS}, got {z_modulation!r}")
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
         self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(),
@@ -142,8 +147,10 @@ class ResBlock(TimestepBlock):
         )
         self.skip_connection = (nn.Identity() if out_channels == channels
                                 else nn.Conv2d(channels, out_channels, 1))
+        self.z_shift = z_modulation == "scale_shift"
         if latent_dim is not None:
-            self.z_layers = nn.Linear(latent_dim, 2 * out_channels)
+            self.z_layers = (nn.Linear(latent_dim, 2 * out_channels) if self.z_shift
+                             else nn.Sequential(nn.SiLU(), nn.Linear(latent_dim, out_channels)))
 
     def forward(self, x: Tensor, emb: Tensor, z: Tensor | None = None) -> Tensor:
         if self.updown:
@@ -160,8 +167,12 @@ class ResBlock(TimestepBlock):
         else:
             h = norm(h + emb_out)
         if hasattr(self, "z_layers"):
-            z_scale, z_shift = self.z_layers(z)[..., None, None].to(h.dtype).chunk(2, dim=1)
-            h = h * (1 + z_scale) + z_shift
+            z_out = self.z_layers(z)[..., None, None].to(h.dtype)
+            if self.z_shift:
+                z_scale, z_shift = z_out.chunk(2, dim=1)
+                h = h * (1 + z_scale) + z_shift
+            else:
+                h = h * (1 + z_out)
         return self.skip_connection(x) + rest(h)
 
 
@@ -188,7 +199,7 @@ class AttentionBlock(nn.Module):
 class UNet(nn.Module):
     """ADM UNet predicting eps (and, with learn_sigma, the variance interpolation in 2C channels)."""
 
-    def __init__(self, config: UNetConfig, latent_dim: int | None = None):
+    def __init__(self, config: UNetConfig, latent_dim: int | None = None, z_modulation: str = "scale_shift"):
         super().__init__()
         self.config = cfg = config
         if cfg.image_size % 2 ** (len(cfg.channel_mult) - 1):
@@ -198,11 +209,11 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if cfg.num_classes is not None:
             self.label_emb = nn.Embedding(cfg.num_classes, emb_dim)
-        self.input_blocks, self.skip_channels, self.bottleneck_channels = self._build_encoder(cfg, emb_dim,
-                                                                                             latent_dim)
-        self.middle_block = self.build_middle(cfg, self.bottleneck_channels, emb_dim, latent_dim)
+        z = dict(latent_dim=latent_dim, z_modulation=z_modulation)
+        self.input_blocks, self.skip_channels, self.bottleneck_channels = self._build_encoder(cfg, emb_dim, **z)
+        self.middle_block = self.build_middle(cfg, self.bottleneck_channels, emb_dim, **z)
         self.output_blocks = self.build_decoder(cfg, self.bottleneck_channels, emb_dim, self.skip_channels,
-                                                latent_dim)
+                                                **z)
         self.out = self.build_out(cfg, self.out_channels)
 
     @property
@@ -229,31 +240,32 @@ class UNet(nn.Module):
 
     @staticmethod
     def _resblock(cfg: UNetConfig, ch: int, emb_dim: int, out: int | None = None,
-                  latent_dim: int | None = None, **updown: bool) -> ResBlock:
+                  latent_dim: int | None = None, z_modulation: str = "scale_shift", **updown: bool) -> ResBlock:
         return ResBlock(ch, emb_dim, cfg.dropout, out, cfg.use_scale_shift_norm, latent_dim=latent_dim,
-                        **updown)
+                        z_modulation=z_modulation, **updown)
 
     @staticmethod
     def _attention(cfg: UNetConfig, ch: int) -> AttentionBlock:
         return AttentionBlock(ch, cfg.num_heads, cfg.num_head_channels)
 
     @classmethod
-    def _build_encoder(cls, cfg: UNetConfig, emb_dim: int, latent_dim: int | None = None
-                       ) -> tuple[nn.ModuleList, list[int], int]:
+    def _build_encoder(cls, cfg: UNetConfig, emb_dim: int, latent_dim: int | None = None,
+                       z_modulation: str = "scale_shift") -> tuple[nn.ModuleList, list[int], int]:
         ch = cfg.model_channels
         blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
         skip_channels, ds = [ch], 1
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
                 layers: list[nn.Module] = [cls._resblock(cfg, ch, emb_dim, mult * cfg.model_channels,
-                                                         latent_dim)]
+                                                         latent_dim, z_modulation)]
                 ch = mult * cfg.model_channels
                 if ds in cfg.attention_resolutions:
                     layers.append(cls._attention(cfg, ch))
                 blocks.append(TimestepEmbedSequential(*layers))
                 skip_channels.append(ch)
             if level != len(cfg.channel_mult) - 1:
-                down = (cls._resblock(cfg, ch, emb_dim, ch, latent_dim, down=True) if cfg.resblock_updown
+                down = (cls._resblock(cfg, ch, emb_dim, ch, latent_dim, z_modulation, down=True)
+                        if cfg.resblock_updown
                         else Downsample(ch, cfg.conv_resample))
                 blocks.append(TimestepEmbedSequential(down))
                 skip_channels.append(ch)
@@ -261,27 +273,28 @@ class UNet(nn.Module):
         return blocks, skip_channels, ch
 
     @classmethod
-    def build_middle(cls, cfg: UNetConfig, ch: int, emb_dim: int, latent_dim: int | None = None
-                     ) -> TimestepEmbedSequential:
+    def build_middle(cls, cfg: UNetConfig, ch: int, emb_dim: int, latent_dim: int | None = None,
+                     z_modulation: str = "scale_shift") -> TimestepEmbedSequential:
         """The bottleneck: ResBlock, attention, ResBlock (z-modulated when latent_dim is given)."""
-        return TimestepEmbedSequential(cls._resblock(cfg, ch, emb_dim, latent_dim=latent_dim),
+        return TimestepEmbedSequential(cls._resblock(cfg, ch, emb_dim, None, latent_dim, z_modulation),
                                        cls._attention(cfg, ch),
-                                       cls._resblock(cfg, ch, emb_dim, latent_dim=latent_dim))
+                                       cls._resblock(cfg, ch, emb_dim, None, latent_dim, z_modulation))
 
     @classmethod
     def build_decoder(cls, cfg: UNetConfig, ch: int, emb_dim: int, skip_channels: list[int],
-                      latent_dim: int | None = None) -> nn.ModuleList:
+                      latent_dim: int | None = None, z_modulation: str = "scale_shift") -> nn.ModuleList:
         """Output blocks, each concatenating one skip activation, in guided-diffusion's order."""
         skips, blocks, ds = list(skip_channels), nn.ModuleList(), 2 ** (len(cfg.channel_mult) - 1)
         for level, mult in list(enumerate(cfg.channel_mult))[::-1]:
             for i in range(cfg.num_res_blocks + 1):
                 layers: list[nn.Module] = [cls._resblock(cfg, ch + skips.pop(), emb_dim,
-                                                         cfg.model_channels * mult, latent_dim)]
+                                                         cfg.model_channels * mult, latent_dim,
+                                                         z_modulation)]
                 ch = cfg.model_channels * mult
                 if ds in cfg.attention_resolutions:
                     layers.append(cls._attention(cfg, ch))
                 if level and i == cfg.num_res_blocks:
-                    layers.append(cls._resblock(cfg, ch, emb_dim, ch, latent_dim, up=True)
+                    layers.append(cls._resblock(cfg, ch, emb_dim, ch, latent_dim, z_modulation, up=True)
                                   if cfg.resblock_updown
                                   else Upsample(ch, cfg.conv_resample))
                     ds //= 2
