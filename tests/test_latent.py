@@ -10,15 +10,22 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import pdae.fid as fid
 from pdae.autoencode import StepCounts, decode_from_noise
+from pdae.checkpoint import save_weights
+from pdae.classifier import build_classifier, classifier_config
 from pdae.cli import app
+from pdae.commands.autoencoder import open_images
 from pdae.commands.options import SHIPPED_PDAE
-from pdae.data import open_dataset
+from pdae.data import iterate_batches, open_dataset, to_unit_range
 from pdae.errors import PdaeError
 from pdae.fewshot import accepted_codes, first_of_each_class, support_classifier
-from pdae.latent import CodeDataset, LatentDPM, default_latent_run, latent_path, sample_codes
+from pdae.fid import classifier_features, frechet_distance
+from pdae.latent import (CodeDataset, LatentDPM, default_latent_run, latent_path, load_latent_dpm, sample_codes,
+                         sample_images)
 from pdae.linear import Standardiser
 from pdae.losses import EpsLoss
+from pdae.model import load_pdae
 from pdae.nn.latent_mlp import LatentMLPConfig
 from pdae.sampling import SeededNoise, eps_of, sample_ddim, shifted_eps
 from pdae.schedule import NoiseSchedule
@@ -79,22 +86,37 @@ def test_latent_fit_learns_two_modes(tmp_path):
     assert 0.25 < (samples[:, 0] > 0).float().mean() < 0.75  # both modes
 
 
-def test_latent_fit_then_sample_from_the_pdae(tmp_path):
+LATENT_FIT = ["--images", "256", "--batch-size", "32", "--width", "16", "--depth", "2", "--threads", "1"]
+
+
+def tiny_pdae_run(root: Path) -> tuple[Path, Path]:
+    """A tiny DPM and PDAE on 24 random 8 x 8 images, each trained for two steps: (run, data)."""
     rng = np.random.default_rng(1)
-    data = tmp_path / "data.npz"
+    data = root / "data.npz"
     np.savez(data, images=rng.integers(0, 256, (24, 8, 8), dtype=np.uint8), labels=np.arange(24) % 3)
     common = ["--data", str(data), "--images", "16", "--batch-size", "8", "--threads", "1"]
-    assert runner.invoke(app, ["pretrain", "--out", str(tmp_path / "dpm"), "--image-size", "8", "--preset",
+    assert runner.invoke(app, ["pretrain", "--out", str(root / "dpm"), "--image-size", "8", "--preset",
                                "tiny", *common]).exit_code == 0
-    run = tmp_path / "pdae"
-    assert runner.invoke(app, ["fit", "--dpm", str(tmp_path / "dpm"), "--out", str(run), "--latent-dim", "8",
+    run = root / "pdae"
+    assert runner.invoke(app, ["fit", "--dpm", str(root / "dpm"), "--out", str(run), "--latent-dim", "8",
                                *common]).exit_code == 0
+    return run, data
 
+
+def latent_run(root: Path) -> tuple[Path, Path]:
+    """`tiny_pdae_run` with a latent DPM trained on its codes by `pdae latent fit`."""
+    run, data = tiny_pdae_run(root)
+    result = runner.invoke(app, ["latent", "fit", str(run), "--data", str(data), *LATENT_FIT])
+    assert result.exit_code == 0, result.output
+    return run, data
+
+
+def test_latent_fit_then_sample_from_the_pdae(tmp_path):
+    run, data = tiny_pdae_run(tmp_path)
     result = runner.invoke(app, ["sample", str(run), "-n", "2"])
     assert result.exit_code != 0 and "pdae latent fit" in str(result.exception or result.output)
 
-    fit = ["latent", "fit", str(run), "--data", str(data), "--images", "256", "--batch-size", "32",
-           "--width", "16", "--depth", "2", "--threads", "1"]
+    fit = ["latent", "fit", str(run), "--data", str(data), *LATENT_FIT]
     result = runner.invoke(app, fit)
     assert result.exit_code == 0, result.output
     assert (run / "latent" / "ema.safetensors").is_file()
@@ -124,6 +146,39 @@ def test_latent_fit_then_sample_from_the_pdae(tmp_path):
 
     result = runner.invoke(app, ["sample", "--truncate", "1"])
     assert result.exit_code != 0 and "pass its RUN" in result.output
+
+
+def test_eval_reports_the_fid_of_latent_dpm_samples(tmp_path, monkeypatch):
+    """`pdae eval` samples codes from the run's latent DPM, decodes them and compares them with the test
+    split on a classifier's features: the same number as computing it by hand."""
+    run, data = latent_run(tmp_path)
+    monkeypatch.setattr(fid, "CACHE_DIR", tmp_path / "fid-cache")
+    classifier = tmp_path / "classifier.safetensors"
+    torch.manual_seed(0)
+    config = classifier_config(1, 3, 8, widths=(8, 8))
+    save_weights(classifier, build_classifier(config).state_dict(), config)
+    out = tmp_path / "eval.json"
+    result = runner.invoke(app, ["eval", str(run), str(data), "-o", str(out), "--limit", "2", "--inversion-steps",
+                                 "2", "--decoding-steps", "3", "--probe-train", "24", "--gap-images", "2",
+                                 "--fid-samples", "6", "--fid-features", str(classifier), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())["sample_fid"]
+
+    model = load_pdae(run)
+    samples = sample_images(model, load_latent_dpm(run / "latent"), range(6), StepCounts(decoding=3))
+    test_images = torch.cat([x for x, _ in iterate_batches(open_images(data, model, "test", None), 100)])
+    features = classifier_features(classifier)
+    expected = frechet_distance(features(to_unit_range(samples)), features(to_unit_range(test_images)))
+    assert report["fid"] == pytest.approx(expected, rel=1e-6)
+    assert report["num_samples"] == 6 and report["reference_images"] == len(test_images)
+    assert "FID of 6 samples" in out.with_suffix(".md").read_text()
+    assert len(list((tmp_path / "fid-cache").iterdir())) == 1  # the test split's statistics, cached
+
+    result = runner.invoke(app, ["eval", str(run), str(data), "-o", str(out), "--limit", "2", "--inversion-steps",
+                                 "2", "--decoding-steps", "3", "--probe-train", "24", "--gap-images", "2",
+                                 "--fid-samples", "6", "--latent", str(tmp_path / "nowhere"), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "pdae latent fit" in json.loads(out.read_text())["sample_fid"]["missing"]
 
 
 def test_few_shot_filter_keeps_only_the_requested_class():

@@ -19,6 +19,8 @@ from pdae.data import iterate_batches
 from pdae.errors import CheckpointError, PdaeError
 
 DEFAULT_WIDTHS = (32, 64, 64)
+# scripts/train_mnist_classifier.py's run (99.22 % on the 10k test digits), in fp16: FID features for digits.
+SHIPPED_MNIST_CLASSIFIER = Path(__file__).parent / "assets" / "checkpoints" / "mnist_classifier.safetensors"
 
 
 def norm_act(channels: int) -> list[nn.Module]:

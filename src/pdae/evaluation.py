@@ -16,10 +16,15 @@ from pdae.checkpoint import atomic_write
 from pdae.data import ImageDataset, collate, iterate_batches, to_unit_range
 from pdae.device import synchronize
 from pdae.diagnostics import integrate_over_t, posterior_mean_gap
+from pdae.diffae import DiffAE
+from pdae.fid import FeatureFn, frechet_from_statistics, reference_statistics, statistics
+from pdae.latent import LatentDPM, sample_images
 from pdae.metrics import mse_per_image, psnr_per_image, ssim_per_image
 from pdae.model import PDAE
 from pdae.probes import linear_probe_accuracy, regression_mae
 from pdae.progress import progress_bar
+
+ReferenceImages = tuple[Dataset, Path, str]  # the images, the file or folder they come from, which of them
 
 
 def reconstruction_metrics(model: PDAE, dataset: Dataset, steps: StepCounts, batch_size: int = 100,
@@ -76,6 +81,27 @@ def _save_partial_scores(resume_file: Path, settings: str, scores: dict[str, lis
     atomic_write(resume_file, lambda tmp: np.savez(open(tmp, "wb"), settings=np.array(settings), **arrays))
 
 
+def sample_fid(model: PDAE | DiffAE, latent: LatentDPM, reference: ReferenceImages, features: FeatureFn,
+               feature_name: str, num_samples: int, steps: StepCounts, seed: int = 0,
+               batch_size: int = 100) -> dict:
+    """FID between `num_samples` samples (latent-DPM codes decoded from random x_T, seeded seed + i) and the
+    reference images, on `features`; the reference's statistics are cached per dataset."""
+    sample_features = []
+    with progress_bar("sampling for FID", total=num_samples, fields=()) as bar:
+        for start in range(0, num_samples, batch_size):
+            seeds = range(seed + start, seed + min(start + batch_size, num_samples))
+            images = sample_images(model, latent, seeds, steps)
+            sample_features.append(features(to_unit_range(images.cpu())))
+            bar.update(len(seeds))
+    dataset, source, selection = reference
+    reference_stats = reference_statistics(
+        source, lambda: (to_unit_range(x) for x, _ in iterate_batches(dataset, 500)), features, feature_name,
+        selection)
+    return {"fid": frechet_from_statistics(statistics(torch.cat(sample_features)), reference_stats),
+            "num_samples": num_samples, "reference_images": len(dataset), "feature_network": feature_name,
+            "decoding_steps": steps.decoding}
+
+
 def attribute_report(model: PDAE, train_set: ImageDataset, test_set: ImageDataset,
                      columns: list[str]) -> dict:
     """Per label column: AUROC of a linear classifier on standardised z per attribute it defines (and
@@ -128,6 +154,12 @@ def markdown_table(report: dict) -> str:
         lines.append(f"Mean AUROC: {report['attributes']['mean_auroc']:.3f}")
     for name, value in report.get("attributes", {}).get("regression_mae", {}).items():
         lines.append(f"{name}: linear-regression MAE {value:.3f}")
+    fid = report.get("sample_fid", {})
+    if "fid" in fid:
+        lines.append(f"FID of {fid['num_samples']} samples (latent DPM, {fid['decoding_steps']} DDIM steps) "
+                     f"against {fid['reference_images']} test images, {fid['feature_network']}: {fid['fid']:.3f}")
+    elif "missing" in fid:
+        lines.append(f"FID of samples: n/a, {fid['missing']}")
     return "\n".join(lines) + "\n"
 
 

@@ -66,6 +66,32 @@ def inception_features(path: Path | None = None, device: torch.device | str = "c
     return features
 
 
+def classifier_features(path: Path, device: torch.device | str = "cpu") -> FeatureFn:
+    """The pooled features of a pdae classifier (a run or its weights file) for [0, 1] images."""
+    from pdae.classifier import load_classifier
+
+    net = load_classifier(path).to(device)
+
+    @torch.no_grad()
+    def features(images: Tensor) -> Tensor:
+        return net.embed(images.to(device=device, dtype=torch.float32) * 2 - 1).double().cpu()
+
+    return features
+
+
+def feature_network(channels: int, image_size: int, classifier: Path | None = None,
+                    device: torch.device | str = "cpu") -> tuple[FeatureFn, str]:
+    """FID's feature network for images of this shape, and its name: `classifier`'s pooled features when
+    given; the shipped MNIST classifier's for 28 x 28 grayscale digits; else the TF-FID Inception."""
+    from pdae.classifier import SHIPPED_MNIST_CLASSIFIER
+
+    if classifier is None and (channels, image_size) == (1, 28):
+        classifier = SHIPPED_MNIST_CLASSIFIER
+    if classifier is not None:
+        return classifier_features(classifier, device), f"classifier {Path(classifier).name}"
+    return inception_features(device=device), "TF-FID Inception-v3 (pool3, 2048-d)"
+
+
 def statistics(features: Tensor) -> dict[str, np.ndarray]:
     """Mean and covariance of a feature set, what FID compares."""
     f = features.double()
@@ -100,7 +126,7 @@ def folder_fingerprint(root: Path) -> str:
 
 
 def reference_statistics(source: Path, batches: Callable[[], Iterable[Tensor]], features: FeatureFn,
-                         feature_name: str, selection: str = "", cache_dir: Path = CACHE_DIR
+                         feature_name: str, selection: str = "", cache_dir: Path | None = None
                          ) -> dict[str, np.ndarray]:
     """Statistics of a dataset's images ([0, 1] batches), cached per dataset, feature network and content.
 
@@ -111,6 +137,7 @@ def reference_statistics(source: Path, batches: Callable[[], Iterable[Tensor]], 
     stat = source.stat()
     content = folder_fingerprint(source) if source.is_dir() else f"{stat.st_size}-{stat.st_mtime_ns}"
     key = hashlib.sha256(f"{source}|{selection}|{feature_name}|{content}".encode()).hexdigest()[:24]
+    cache_dir = cache_dir or CACHE_DIR
     cached = cache_dir / f"{key}.npz"
     if cached.is_file():
         with np.load(cached) as saved:

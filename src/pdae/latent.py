@@ -82,6 +82,17 @@ def load_latent_dpm(path: Path) -> LatentDPM:
     return latent.eval()
 
 
+def open_latent_dpm(run: Path, latent: Path | None, model: PDAE, device: torch.device) -> LatentDPM:
+    """A PDAE's latent DPM (from `latent`, else `latent_path(run)`), on `device`, checked against it."""
+    try:
+        latent_dpm = load_latent_dpm(latent or latent_path(run)).to(device)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}\nsampling from a PDAE needs its latent DPM: train one with "
+                              f"`pdae latent fit {run}`, or pass --latent") from None
+    check_code_size(latent_dpm, model, run)
+    return latent_dpm
+
+
 class CodeDataset(Dataset):
     """Standardised codes as (z, -1) items, for the shared training loop."""
 

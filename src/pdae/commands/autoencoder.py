@@ -352,13 +352,24 @@ def evaluate(
         help="Comma-separated label columns (of --labels) to score z on: AUROC of a linear classifier per "
              "attribute (and their mean), or the MAE of a linear regression for a numeric column of many "
              "values such as age.")] = None,
+    fid_samples: Annotated[int, typer.Option(
+        min=0, help="Samples (latent-DPM codes decoded from random x_T in --decoding-steps DDIM steps) whose "
+                    "FID against the test split is reported when the run has a latent DPM (pdae latent fit); "
+                    "0 skips it.")] = 1000,
+    fid_features: Annotated[Optional[Path], typer.Option(
+        help="A pdae classifier (run or .safetensors) whose pooled features FID compares; default: the "
+             "shipped MNIST classifier for 28 px digits, else the TF-FID Inception of pip install "
+             "'pdae[fid]'.")] = None,
+    latent: Annotated[Optional[Path], typer.Option(
+        help="The latent DPM that samples codes for FID; default: where pdae latent fit puts it.")] = None,
     seed: o.Seed = 0,
     sampling_coef: SamplingCoef = None,
     device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
     """The paper's numbers on held-out images: reconstruction table, gap filled, representation metrics,
-    throughput; a JSON, a markdown table beside it (.md) and per-image scores (_per_image.npz)."""
+    FID of samples, throughput; a JSON, a markdown table beside it (.md) and per-image scores
+    (_per_image.npz)."""
     import numpy as np
     from rich.table import Table
 
@@ -397,6 +408,8 @@ def evaluate(
     report["probe_train_images"], report["probe_label_column"] = probe_train, label_column
     if columns:
         report["attributes"] = attribute_report(model, *probe_sets, columns)
+    report["sample_fid"] = samples_fid_report(Path(run), model, images, fid_samples, fid_features, latent,
+                                              steps, seed, target)
     x_batch, _ = next(iterate_batches(test_set, 64))
     report["train_images_per_s"] = {"fp32": training_throughput(model, x_batch, bf16=False),
                                     "bf16": training_throughput(model, x_batch, bf16=True)}
@@ -416,6 +429,30 @@ def evaluate(
                     f"{100 * report['linear_probe_accuracy']:.2f}%  training: "
                     f"{report['train_images_per_s']['bf16']:.0f} img/s bf16  -> {out}, "
                     f"{out.with_suffix('.md')}")
+
+
+def samples_fid_report(run: Path, model, images: Path, num_samples: int, classifier: Path | None,
+                       latent: Path | None, steps: StepCounts, seed: int, device: torch.device) -> dict:
+    """`pdae eval`'s FID of samples, or {"missing": why} when it cannot be computed (no latent DPM, no
+    feature network for these images, or --fid-samples 0)."""
+    from pdae.errors import CheckpointError, PdaeError
+    from pdae.evaluation import sample_fid
+    from pdae.fid import feature_network
+    from pdae.latent import open_latent_dpm
+
+    if num_samples == 0:
+        return {"missing": "skipped (--fid-samples 0)"}
+    try:
+        latent_dpm = open_latent_dpm(run, latent, model, device)
+    except CheckpointError:
+        return {"missing": f"no latent DPM to sample codes: pdae latent fit {run}"}
+    try:
+        features, name = feature_network(model.in_channels, model.image_size, classifier, device)
+    except PdaeError as error:
+        return {"missing": str(error)}
+    reference = (open_images(images, model, "test", None), Path(images),
+                 f"test|{model.in_channels}x{model.image_size}")
+    return sample_fid(model, latent_dpm, reference, features, name, num_samples, steps, seed)
 
 
 def demo(

@@ -93,20 +93,6 @@ def cached_codes(run: Path, data: Path, split: str, limit: int | None, out: Path
     return codes
 
 
-def open_latent_dpm(run: Path, latent: Path | None, model, device: torch.device):
-    """The PDAE's latent DPM (from --latent, else where `pdae latent fit` puts it), checked against it."""
-    from pdae.errors import CheckpointError
-    from pdae.latent import check_code_size, latent_path, load_latent_dpm
-
-    try:
-        latent_dpm = load_latent_dpm(latent or latent_path(run)).to(device)
-    except CheckpointError as error:
-        raise CheckpointError(f"{error}\nsampling from a PDAE needs its latent DPM: train one with "
-                              f"`pdae latent fit {run}`, or pass --latent") from None
-    check_code_size(latent_dpm, model, run)
-    return latent_dpm
-
-
 def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batch_size: int,
                      latent: Path | None, latent_steps: int, stop_fraction: float, truncate: float | None,
                      label: int | None, scales: list[float], npz: Path | None, device: str | None,
@@ -116,7 +102,7 @@ def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batc
     from pdae.autoencode import StepCounts, decode_from_noise
     from pdae.errors import PdaeError
     from pdae.images import save_grid, save_npz
-    from pdae.latent import sample_codes
+    from pdae.latent import open_latent_dpm, sample_codes
     from pdae.model import load_pdae
     from pdae.progress import progress_bar
 
@@ -187,6 +173,7 @@ def fewshot(
     from pdae.evaluation import encode_dataset
     from pdae.fewshot import accepted_codes, first_of_each_class, support_classifier
     from pdae.images import save_grid
+    from pdae.latent import open_latent_dpm
     from pdae.model import load_pdae
 
     target = o.prepare_runtime(threads, device)
