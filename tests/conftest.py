@@ -1,7 +1,11 @@
 """Shared test helpers."""
 
+import sys
+import types
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pdae.model import PDAE, PDAEConfig
 from pdae.nn.unet import UNet, UNetConfig
@@ -40,3 +44,34 @@ def run_cli(capsys):
         return exit_info.value.code, captured.out + captured.err
 
     return run
+
+
+class StandInLPIPS(torch.nn.Module):
+    """The lpips package's interface (LPIPS(net=..., verbose=...), forward on [-1, 1] RGB -> N x 1 x 1 x 1)
+    with a small fixed conv as its feature network and LPIPS's formula: unit-normalised features, squared
+    difference, mean over space, summed over channels. Records its inputs."""
+
+    def __init__(self, net: str, verbose: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        self.inputs += [a, b]
+        fa, fb = (F.normalize(self.conv(x), dim=1) for x in (a, b))
+        return (fa - fb).square().sum(1, keepdim=True).mean((2, 3), keepdim=True)
+
+
+@pytest.fixture
+def stand_in_lpips(monkeypatch):
+    """Installs a stand-in `lpips` package (its AlexNet weights cannot be downloaded here); the networks it
+    makes are appended to the returned list."""
+    made: list[StandInLPIPS] = []
+
+    def make(**kwargs) -> StandInLPIPS:
+        made.append(StandInLPIPS(**kwargs))
+        return made[-1]
+
+    monkeypatch.setitem(sys.modules, "lpips", types.SimpleNamespace(LPIPS=make))
+    return made

@@ -210,6 +210,22 @@ def test_eval_reports_the_paper_table(tiny_pdae_run, tmp_path):
     assert list(report["attributes"]["auroc"]) == ["label=0", "label=1", "label=2"]
     table = out.with_suffix(".md").read_text()
     assert "| 8 | inferred | 2 / 2 DDIM |" in table and "Mean AUROC" in table
+    assert "LPIPS: n/a, the lpips package is not installed" in table
+
+
+def test_eval_adds_an_lpips_column_where_the_package_is(tiny_pdae_run, tmp_path, stand_in_lpips):
+    run, data = tiny_pdae_run
+    out = tmp_path / "eval.json"
+    result = runner.invoke(app, ["eval", str(run), str(data), "-o", str(out), "--limit", "3",
+                                 "--inversion-steps", "2", "--decoding-steps", "2", "--probe-train", "24",
+                                 "--gap-images", "4"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    per_image = np.load(report["per_image_scores"])
+    assert per_image["inferred_xT_lpips"].shape == (3,) and report["lpips_missing"] is None
+    assert report["random_xT_lpips"] == pytest.approx(per_image["random_xT_lpips"].mean())
+    assert report["random_xT_lpips"] > report["inferred_xT_lpips"] >= 0
+    assert f"| {report['inferred_xT_lpips']:.4f} |" in out.with_suffix(".md").read_text()
 
 
 @pytest.mark.slow

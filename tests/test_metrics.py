@@ -1,7 +1,9 @@
 """Metrics by hand: the Frechet distance, the Inception input pipeline on a stand-in network, the cache of
-reference statistics, and the classifier features FID on digits uses."""
+reference statistics, the classifier features FID on digits uses, and LPIPS through a stand-in package."""
 
 import importlib.util
+import sys
+import types
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from pdae.classifier import SmallClassifier
 from pdae.errors import PdaeError
 from pdae.fid import (frechet_distance, inception_features, inception_file, reference_statistics,
                       resize_like_tf1)
+from pdae.metrics import lpips_per_image
 
 
 def gaussian(count: int, std: list[float], mean: list[float], seed: int) -> torch.Tensor:
@@ -100,3 +103,24 @@ def test_reference_statistics_are_cached_until_the_folder_changes(tmp_path):
     assert len(calls) == 2
     reference_statistics(folder, batches, features, "stand-in", "test split", cache_dir=tmp_path / "cache")
     assert len(calls) == 3  # other images of the same folder: another entry
+
+
+def test_lpips_wraps_the_package_on_grayscale_images_in_its_input_range(stand_in_lpips):
+    distance = lpips_per_image()
+    a, b = torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8)
+    scores = distance(a, b)
+    net = stand_in_lpips[0]
+    torch.testing.assert_close(net.inputs[0], (a * 2 - 1).expand(-1, 3, -1, -1))
+    assert scores.shape == (3,) and (scores > 0).all()
+    assert distance(a, a).abs().max() < 1e-12
+
+
+def test_lpips_says_why_it_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lpips", None)  # import lpips raises ImportError
+    assert "not installed" in lpips_per_image()
+
+    def no_weights(**kwargs):
+        raise RuntimeError("could not download alexnet")
+
+    monkeypatch.setitem(sys.modules, "lpips", types.SimpleNamespace(LPIPS=no_weights))
+    assert "could not download alexnet" in lpips_per_image()

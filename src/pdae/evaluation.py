@@ -19,7 +19,7 @@ from pdae.diagnostics import integrate_over_t, posterior_mean_gap
 from pdae.diffae import DiffAE
 from pdae.fid import FeatureFn, frechet_from_statistics, reference_statistics, statistics
 from pdae.latent import LatentDPM, sample_images
-from pdae.metrics import mse_per_image, psnr_per_image, ssim_per_image
+from pdae.metrics import PerImageMetric, mse_per_image, psnr_per_image, ssim_per_image
 from pdae.model import PDAE
 from pdae.probes import linear_probe_accuracy, regression_mae
 from pdae.progress import progress_bar
@@ -42,23 +42,26 @@ IMAGE_METRICS = {"mse": mse_per_image, "psnr": psnr_per_image, "ssim": ssim_per_
 
 
 def reconstruction_scores(model: PDAE, dataset: Dataset, steps: StepCounts, batch_size: int = 100,
-                          seed: int = 0, resume_file: Path | None = None,
-                          settings: str = "") -> dict[str, torch.Tensor]:
-    """Per-image MSE, PSNR and SSIM on [0, 1] images for random and inferred x_T; image i uses seed + i.
+                          seed: int = 0, resume_file: Path | None = None, settings: str = "",
+                          extra_metrics: dict[str, PerImageMetric] | None = None) -> dict[str, torch.Tensor]:
+    """Per-image MSE, PSNR and SSIM (and `extra_metrics`, such as LPIPS) on [0, 1] images for random and
+    inferred x_T; image i uses seed + i.
 
     With `resume_file`, the scores so far are saved there after every batch and a later call with the same
     `settings` (a string naming the run, images and steps) starts after them: a long evaluation that is
     killed loses one batch at most. Image i's result does not depend on where the pass started."""
+    metrics = {**IMAGE_METRICS, **(extra_metrics or {})}
+    settings = "|".join([settings, *(extra_metrics or {})])
     scores = _resumed_scores(resume_file, settings)
     done = len(next(iter(scores.values()))[0]) if scores else 0
-    scores = scores or {f"{k}_{m}": [] for k in ("random_xT", "inferred_xT") for m in IMAGE_METRICS}
+    scores = scores or {f"{k}_{m}": [] for k in ("random_xT", "inferred_xT") for m in metrics}
     with progress_bar("reconstructing", total=len(dataset), fields=()) as bar:
         bar.update(done)
         for start in range(done, len(dataset), batch_size):
             x0, _ = collate(dataset, range(start, min(start + batch_size, len(dataset))))
             outputs = reconstruct(model, x0, steps, seeds=range(seed + start, seed + start + len(x0)))
             for name, image in outputs.items():
-                for metric, per_image in IMAGE_METRICS.items():
+                for metric, per_image in metrics.items():
                     scores[f"{name}_{metric}"].append(per_image(to_unit_range(image.cpu()), to_unit_range(x0)))
             if resume_file is not None:
                 _save_partial_scores(resume_file, settings, scores)
@@ -139,12 +142,15 @@ def markdown_table(report: dict) -> str:
     steps = f"{report['inversion_steps']} / {report['decoding_steps']} DDIM"
     lines = [f"{METHOD_NAMES[report['method']]} on {report['num_test_images']} held-out images "
              f"({report['run']})", "",
-             "| latent size | x_T | inversion / decoding steps | SSIM | PSNR (dB) | MSE |",
-             "|---|---|---|---|---|---|"]
+             "| latent size | x_T | inversion / decoding steps | SSIM | LPIPS | PSNR (dB) | MSE |",
+             "|---|---|---|---|---|---|---|"]
     for name, label, used in (("random_xT", "random", f"- / {report['decoding_steps']} DDIM"),
                               ("inferred_xT", "inferred", steps)):
-        lines.append(f"| {report['latent_dim']} | {label} | {used} | {report[name + '_ssim']:.4f} | "
+        lpips = f"{report[name + '_lpips']:.4f}" if name + "_lpips" in report else "n/a"
+        lines.append(f"| {report['latent_dim']} | {label} | {used} | {report[name + '_ssim']:.4f} | {lpips} | "
                      f"{report[name + '_psnr']:.2f} | {report[name + '_mse']:.5f} |")
+    if report.get("lpips_missing"):
+        lines += ["", f"LPIPS: n/a, {report['lpips_missing']}."]
     lines += ["", gap_summary(report["gap"]) + ".",
               f"Linear probe: {100 * report['linear_probe_accuracy']:.2f} % "
               f"({report['probe_train_images']} training codes)."]

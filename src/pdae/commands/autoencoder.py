@@ -377,6 +377,7 @@ def evaluate(
     from pdae.data import iterate_batches
     from pdae.evaluation import (attribute_report, gap_report, gap_summary, markdown_table, mean_scores,
                                  probe_accuracy, reconstruction_scores, training_throughput)
+    from pdae.metrics import lpips_per_image
     from pdae.model import load_pdae
 
     target = o.prepare_runtime(threads, device)
@@ -392,7 +393,10 @@ def evaluate(
     partial = per_image.with_suffix(".partial.npz")  # a killed eval resumes from here
     coef = getattr(model.cfg, "sampling_coef", None)  # a Diff-AE has none
     settings = json.dumps([str(Path(run).resolve()), str(images), limit, repr(steps), seed, coef])
-    scores = reconstruction_scores(model, test_set, steps, seed=seed, resume_file=partial, settings=settings)
+    lpips = lpips_per_image(target)  # a function, or why LPIPS is missing
+    extra_metrics = {"lpips": lpips} if callable(lpips) else {}
+    scores = reconstruction_scores(model, test_set, steps, seed=seed, resume_file=partial, settings=settings,
+                                   extra_metrics=extra_metrics)
     arrays = {name: values.numpy() for name, values in scores.items()}
     atomic_write(per_image, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
     partial.unlink()
@@ -400,7 +404,7 @@ def evaluate(
               "sampling_coef": coef,
               "num_test_images": len(test_set), "inversion_steps": inversion_steps,
               "decoding_steps": decoding_steps, "clip_x0": clip_x0, "clip_random": clip_random,
-              **mean_scores(scores),
+              **mean_scores(scores), "lpips_missing": None if extra_metrics else lpips,
               "per_image_scores": str(per_image)}
     x_gap, _ = next(iterate_batches(open_images(images, model, "test", gap_images), gap_images))
     report["gap"] = {k: v for k, v in gap_report(model, x_gap, seed=seed).items() if not isinstance(v, list)}
@@ -419,10 +423,11 @@ def evaluate(
 
     table = Table(title=f"PDAE on {len(test_set)} held-out images (inversion {inversion_steps} / decoding "
                   f"{decoding_steps} DDIM steps)")
-    for column in ("latent", "x_T", "SSIM", "PSNR", "MSE"):
+    for column in ("latent", "x_T", "SSIM", "LPIPS", "PSNR", "MSE"):
         table.add_column(column)
     for name in ("random_xT", "inferred_xT"):
         table.add_row(str(model.cfg.latent_dim), name.split("_")[0], f"{report[name + '_ssim']:.4f}",
+                      f"{report[name + '_lpips']:.4f}" if extra_metrics else "n/a",
                       f"{report[name + '_psnr']:.2f}", f"{report[name + '_mse']:.5f}")
     o.console.print(table)
     o.console.print(f"{gap_summary(report['gap'])}  linear probe: "
