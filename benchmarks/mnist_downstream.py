@@ -1,6 +1,5 @@
 """The paper's downstream experiments on MNIST, measured on held-out test digits with an independent judge.
 
-    python scripts/train_mnist_classifier.py --threads 2          # the judge -> runs/mnist_classifier
     python benchmarks/mnist_downstream.py interpolation --threads 2
     pdae attributes fit -o runs/mnist_digit_directions.safetensors
     python benchmarks/mnist_downstream.py attributes --threads 2
@@ -32,7 +31,7 @@ import torch
 from pdae.attributes import AttributeDirections, manipulate
 from pdae.autoencode import StepCounts, decode_from_noise
 from pdae.checkpoint import resolve_weights_path
-from pdae.classifier import load_classifier, predict_proba
+from pdae.classifier import SHIPPED_MNIST_CLASSIFIER, load_classifier, predict_proba
 from pdae.commands.options import SHIPPED_MNIST, SHIPPED_PDAE
 from pdae.data import collate, open_dataset, to_unit_range
 from pdae.fewshot import accepted_codes, first_of_each_class, support_classifier
@@ -137,7 +136,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=list(EXPERIMENTS))
     parser.add_argument("--run", type=Path, default=SHIPPED_PDAE, help="PDAE run folder or .safetensors")
-    parser.add_argument("--classifier", type=Path, default=ROOT / "runs" / "mnist_classifier", help="the judge")
+    parser.add_argument("--classifier", type=Path, default=SHIPPED_MNIST_CLASSIFIER,
+                        help="the judge (default: the shipped MNIST classifier)")
     parser.add_argument("--directions", type=Path, default=ROOT / "runs" / "mnist_digit_directions.safetensors")
     parser.add_argument("--latent", type=Path, default=None, help="latent DPM (default: beside the run)")
     parser.add_argument("--steps", type=int, default=100, help="DDIM steps (inversion and decoding)")
