@@ -207,9 +207,11 @@ def test_eval_reports_the_paper_table(tiny_pdae_run, tmp_path):
     assert report["latent_dim"] == 8 and report["inversion_steps"] == 2
     assert not (tmp_path / "eval_per_image.partial.npz").exists()  # the resume file goes once complete
     assert 0 <= report["linear_probe_accuracy"] <= 1 and report["train_images_per_s"]["bf16"] > 0
-    assert list(report["attributes"]["auroc"]) == ["label=0", "label=1", "label=2"]
+    assert list(report["attributes"]["auroc"]) == list(report["attributes"]["ap"]) == ["label=0", "label=1",
+                                                                                      "label=2"]
+    assert report["attributes"]["mean_ap"] == pytest.approx(np.mean(list(report["attributes"]["ap"].values())))
     table = out.with_suffix(".md").read_text()
-    assert "| 8 | inferred | 2 / 2 DDIM |" in table and "Mean AUROC" in table
+    assert "| 8 | inferred | 2 / 2 DDIM |" in table and "Mean AUROC" in table and "Mean AP" in table
     assert "LPIPS: n/a, the lpips package is not installed" in table
 
 
