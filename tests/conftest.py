@@ -2,7 +2,9 @@
 
 import sys
 import types
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -75,3 +77,31 @@ def stand_in_lpips(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "lpips", types.SimpleNamespace(LPIPS=make))
     return made
+
+
+@pytest.fixture(scope="session")
+def make_latent_run():
+    """make(root, latent=True) -> (run, data): a tiny DPM and PDAE on 24 random 8 x 8 images, each trained
+    for two steps through the CLI, and (with `latent`) a latent DPM fitted on its codes by `pdae latent fit`."""
+    from typer.testing import CliRunner
+
+    from pdae.cli import app
+
+    runner = CliRunner()
+
+    def make(root: Path, latent: bool = True) -> tuple[Path, Path]:
+        rng = np.random.default_rng(1)
+        data = root / "data.npz"
+        np.savez(data, images=rng.integers(0, 256, (24, 8, 8), dtype=np.uint8), labels=np.arange(24) % 3)
+        common = ["--data", str(data), "--images", "16", "--batch-size", "8", "--threads", "1"]
+        for args in (["pretrain", "--out", str(root / "dpm"), "--image-size", "8", "--preset", "tiny"],
+                     ["fit", "--dpm", str(root / "dpm"), "--out", str(root / "pdae"), "--latent-dim", "8"]):
+            result = runner.invoke(app, [*args, *common])
+            assert result.exit_code == 0, result.output
+        if latent:
+            result = runner.invoke(app, ["latent", "fit", str(root / "pdae"), "--data", str(data), "--images",
+                                         "256", "--batch-size", "32", "--width", "16", "--depth", "2"])
+            assert result.exit_code == 0, result.output
+        return root / "pdae", data
+
+    return make

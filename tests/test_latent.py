@@ -86,37 +86,13 @@ def test_latent_fit_learns_two_modes(tmp_path):
     assert 0.25 < (samples[:, 0] > 0).float().mean() < 0.75  # both modes
 
 
-LATENT_FIT = ["--images", "256", "--batch-size", "32", "--width", "16", "--depth", "2", "--threads", "1"]
-
-
-def tiny_pdae_run(root: Path) -> tuple[Path, Path]:
-    """A tiny DPM and PDAE on 24 random 8 x 8 images, each trained for two steps: (run, data)."""
-    rng = np.random.default_rng(1)
-    data = root / "data.npz"
-    np.savez(data, images=rng.integers(0, 256, (24, 8, 8), dtype=np.uint8), labels=np.arange(24) % 3)
-    common = ["--data", str(data), "--images", "16", "--batch-size", "8", "--threads", "1"]
-    assert runner.invoke(app, ["pretrain", "--out", str(root / "dpm"), "--image-size", "8", "--preset",
-                               "tiny", *common]).exit_code == 0
-    run = root / "pdae"
-    assert runner.invoke(app, ["fit", "--dpm", str(root / "dpm"), "--out", str(run), "--latent-dim", "8",
-                               *common]).exit_code == 0
-    return run, data
-
-
-def latent_run(root: Path) -> tuple[Path, Path]:
-    """`tiny_pdae_run` with a latent DPM trained on its codes by `pdae latent fit`."""
-    run, data = tiny_pdae_run(root)
-    result = runner.invoke(app, ["latent", "fit", str(run), "--data", str(data), *LATENT_FIT])
-    assert result.exit_code == 0, result.output
-    return run, data
-
-
-def test_latent_fit_then_sample_from_the_pdae(tmp_path):
-    run, data = tiny_pdae_run(tmp_path)
+def test_latent_fit_then_sample_from_the_pdae(tmp_path, make_latent_run):
+    run, data = make_latent_run(tmp_path, latent=False)
     result = runner.invoke(app, ["sample", str(run), "-n", "2"])
     assert result.exit_code != 0 and "pdae latent fit" in str(result.exception or result.output)
 
-    fit = ["latent", "fit", str(run), "--data", str(data), *LATENT_FIT]
+    fit = ["latent", "fit", str(run), "--data", str(data), "--images", "256", "--batch-size", "32",
+           "--width", "16", "--depth", "2", "--threads", "1"]
     result = runner.invoke(app, fit)
     assert result.exit_code == 0, result.output
     assert (run / "latent" / "ema.safetensors").is_file()
@@ -148,10 +124,10 @@ def test_latent_fit_then_sample_from_the_pdae(tmp_path):
     assert result.exit_code != 0 and "pass its RUN" in result.output
 
 
-def test_eval_reports_the_fid_of_latent_dpm_samples(tmp_path, monkeypatch):
+def test_eval_reports_the_fid_of_latent_dpm_samples(tmp_path, monkeypatch, make_latent_run):
     """`pdae eval` samples codes from the run's latent DPM, decodes them and compares them with the test
     split on a classifier's features: the same number as computing it by hand."""
-    run, data = latent_run(tmp_path)
+    run, data = make_latent_run(tmp_path)
     monkeypatch.setattr(fid, "CACHE_DIR", tmp_path / "fid-cache")
     classifier = tmp_path / "classifier.safetensors"
     torch.manual_seed(0)

@@ -19,6 +19,7 @@ from pdae.backbones import Backbone, build_backbone
 from pdae.checkpoint import load_state_strict, load_weights, resolve_weights_path
 from pdae.diffae import DiffAE, build_diffae
 from pdae.errors import PdaeError
+from pdae.export import is_exported, read_exported
 from pdae.nn.encoder import Encoder, EncoderConfig
 from pdae.losses import PDAELoss
 from pdae.sampling import EpsFn, per_row
@@ -195,13 +196,18 @@ def build_pdae(config: dict, black_box: EpsFn | None = None) -> PDAE | DiffAE:
 
 def load_pdae(path: str | Path, sampling_coef: str | None = None,
               black_box: EpsFn | None = None) -> PDAE | DiffAE:
-    """Load a PDAE run folder or its .safetensors file (the frozen DPM travels inside it), in eval mode.
+    """Load a PDAE run folder or its .safetensors file (the frozen DPM travels inside it), or a folder
+    `pdae export` wrote, in eval mode.
 
     `sampling_coef` overrides the decoding coefficient the run was saved with. A PDAE trained on a
     black-box DPM holds E and G only: pass the same callable as `black_box`.
     """
-    weights_path = resolve_weights_path(Path(path))
-    state, config = load_weights(weights_path)
+    if is_exported(Path(path)):
+        weights_path = Path(path)
+        state, config = read_exported(weights_path)
+    else:
+        weights_path = resolve_weights_path(Path(path))
+        state, config = load_weights(weights_path)
     if sampling_coef is not None:
         if config.get("kind") == "diffae":
             raise PdaeError(f"{weights_path} is a Diff-AE run, which has no shift coefficient to override")
