@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from pdae.data import open_dataset, to_model_range, to_unit_range
+from pdae.data import load_image, open_dataset, to_model_range, to_unit_range
 from pdae.errors import DataError
 
 MNIST = Path(__file__).resolve().parents[1] / "src" / "pdae" / "assets" / "mnist"
@@ -463,3 +463,11 @@ def test_nonexistent_and_unsupported_sources(tmp_path):
         open_dataset(tmp_path / "data.csv", image_size=8, channels=3)
     with pytest.raises(DataError, match="only to image folders"):
         open_dataset(MNIST, image_size=28, channels=1, labels="folders")
+
+
+def test_a_16_bit_image_keeps_its_grey_levels(tmp_path):
+    """PIL's own 16-to-8-bit conversion clips at 255, which turns almost every 16-bit pixel white."""
+    values = np.array([[0, 257 * 64], [257 * 128, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    x = load_image(tmp_path / "g16.png", 2, 1)
+    np.testing.assert_allclose(x[0].numpy(), np.array([[0, 64], [128, 255]]) / 127.5 - 1, atol=1e-6)

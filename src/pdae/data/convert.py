@@ -60,6 +60,8 @@ def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 def _pil_to_model(img: Image.Image, size: int, channels: int) -> torch.Tensor:
     """Convert mode, resize the shorter side (bicubic) and center-crop a PIL image to a model tensor."""
+    if img.mode.startswith("I;16"):  # 16-bit grayscale: PIL's own conversion would clip it at 255
+        img = Image.fromarray(np.round(np.asarray(img, dtype=np.float64) / 257).astype(np.uint8))
     img = img.convert("L" if channels == 1 else "RGB")
     w, h = img.size
     nh, nw = _cover_size(h, w, size)
