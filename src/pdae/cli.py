@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import typer
 
-from pdae.commands import autoencoder, dpm, editing, hub, latent
+from pdae.commands import autoencoder, dpm, editing, explore, hub, latent
 from pdae.commands.options import console
 from pdae.errors import PdaeError
 
@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 for command in (autoencoder.demo, dpm.pretrain, dpm.sample, autoencoder.fit, autoencoder.encode,
                 autoencoder.reconstruct, autoencoder.gap, autoencoder.denoise_one_step, autoencoder.evaluate,
-                editing.interpolate, editing.manipulate, latent.fewshot, dpm.inspect_dpm, hub.export):
+                editing.interpolate, editing.manipulate, latent.fewshot, dpm.inspect_dpm, hub.export, explore.app):
     app.command(name=command.__name__.replace("_", "-").replace("evaluate", "eval"))(command)
 app.add_typer(editing.attributes_app, name="attributes")
 app.add_typer(latent.latent_app, name="latent")

@@ -359,7 +359,7 @@ def evaluate(
     fid_features: Annotated[Optional[Path], typer.Option(
         help="A pdae classifier (run or .safetensors) whose pooled features FID compares; default: the "
              "shipped MNIST classifier for 28 px digits, else the TF-FID Inception of pip install "
-             "'pdae[fid]'.")] = None,
+             "'pdae\\[fid]'.")] = None,
     latent: Annotated[Optional[Path], typer.Option(
         help="The latent DPM that samples codes for FID; default: where pdae latent fit puts it.")] = None,
     seed: o.Seed = 0,
