@@ -16,7 +16,7 @@ from pdae.errors import DataError
 
 runner = CliRunner()
 COMMANDS = ["demo", "pretrain", "sample", "fit", "encode", "reconstruct", "gap", "denoise-one-step", "eval",
-            "interpolate", "attributes fit", "manipulate", "latent fit", "fewshot"]
+            "interpolate", "attributes fit", "manipulate", "latent fit", "fewshot", "export", "app"]
 
 
 @pytest.fixture
@@ -288,6 +288,9 @@ BAD_INPUTS = [  # (arguments with {run}, {dpm}, {data}, {tmp} filled in, what th
     (["gap", "{run}", "{data}", "--limit", "4", "--num-t", "2", "--threads", "0"], "--threads"),
     (["eval", "{run}", "{data}", "--gap-images", "0"], "--gap-images"),
     (["eval", "{run}", "{data}", "--attributes", "age"], "no label column 'age'"),
+    (["eval", "{run}", "{data}", "--fid-features", "{tmp}/no-classifier"], "--fid-features"),
+    (["export", "{run}", "{tmp}/hub", "--eval", "{tmp}/missing.json"], "does not exist"),
+    (["app", "{run}", "--directions", "{tmp}/missing"], "no checkpoint at"),
     (["interpolate", "0"], "expected [RUN] and 2 images"),
     (["interpolate", "{run}", "0"], "is a run, not an image"),
     (["interpolate", "{run}", "0", "{tmp}/missing.png", "--images", "{data}"], "no image file at"),

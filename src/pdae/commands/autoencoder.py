@@ -349,9 +349,9 @@ def evaluate(
     labels: o.Labels = None,
     label_column: o.LabelColumn = None,
     attributes: Annotated[Optional[str], typer.Option(
-        help="Comma-separated label columns (of --labels) to score z on: AUROC of a linear classifier per "
-             "attribute (and their mean), or the MAE of a linear regression for a numeric column of many "
-             "values such as age.")] = None,
+        help="Comma-separated label columns (of --labels) to score z on: AUROC of a linear classifier and "
+             "DiTi's average precision per attribute (and their means), or the MAE of a linear regression "
+             "for a numeric column of many values such as age.")] = None,
     fid_samples: Annotated[int, typer.Option(
         min=0, help="Samples (latent-DPM codes decoded from random x_T in --decoding-steps DDIM steps) whose "
                     "FID against the test split is reported when the run has a latent DPM (pdae latent fit); "
@@ -377,6 +377,7 @@ def evaluate(
     from pdae.data import iterate_batches
     from pdae.evaluation import (attribute_report, gap_report, gap_summary, markdown_table, mean_scores,
                                  probe_accuracy, reconstruction_scores, training_throughput)
+    from pdae.errors import PdaeError
     from pdae.metrics import lpips_per_image
     from pdae.model import load_pdae
 
@@ -387,6 +388,8 @@ def evaluate(
                   for split, count in (("train", probe_train), ("test", None))]  # a bad CSV fails here
     columns = [c.strip() for c in attributes.split(",")] if attributes else []
     probe_sets[0].label_table(columns)  # an unknown column fails here, not after the reconstructions
+    if fid_features is not None and not fid_features.exists():
+        raise PdaeError(f"--fid-features {fid_features} does not exist: give a pdae classifier run or file")
     steps = step_counts(inversion_steps, decoding_steps, "ddim", clip_x0, clip_random)
     started = time.perf_counter()
     per_image = out.with_name(out.stem + "_per_image.npz")  # test image i is row i
