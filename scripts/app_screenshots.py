@@ -43,7 +43,7 @@ def main() -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--window-size=1300,1150", f"--user-data-dir={tempfile.mkdtemp()}"):
+                 "--window-size=1300,1250", f"--user-data-dir={tempfile.mkdtemp()}"):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=webdriver.ChromeService(shutil.which("chromedriver")), options=options)
     wait = WebDriverWait(browser, 300)
@@ -64,9 +64,9 @@ def main() -> None:
         browser.execute_script("window.scrollTo(0, 0);")
         browser.save_screenshot(str(args.out / "app-autoencode.png"))
         browser.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Sample')]").click()
-        browser.find_element(By.XPATH, "//button[normalize-space()='Sample']").click()
-        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".gallery img, [data-testid='gallery'] img"))
-                   >= 8)
+        wait.until(lambda b: b.find_element(By.ID, "draw").is_displayed())
+        browser.find_element(By.ID, "draw").click()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#samples img")) >= 8)
         browser.save_screenshot(str(args.out / "app-sample.png"))
     finally:
         browser.quit()

@@ -101,7 +101,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 shown = gr.Image(label="input", interactive=False, elem_id="input")
                 inferred = gr.Image(label="decoded from its inferred x_T", interactive=False,
                                     elem_id="reconstruction")
-                random = gr.Gallery(label="z decoded from random x_T", columns=3, elem_id="random")
+                random = gr.Gallery(label="z decoded from random x_T", columns=3, height=240, elem_id="random")
             with gr.Row():
                 with gr.Column():
                     sliders = [gr.Slider(-SLIDER_RANGE, SLIDER_RANGE, value=0, step=0.1, label=name,
@@ -132,8 +132,8 @@ def build_app(explorer: Explorer) -> gr.Blocks:
             with gr.Row():
                 count = gr.Slider(1, 16, value=8, step=1, label="samples")
                 seed = gr.Number(label="seed", value=0, precision=0)
-                draw = gr.Button("Sample")
-            drawn = gr.Gallery(label="latent-DPM codes decoded from random x_T", columns=8)
+                draw = gr.Button("Sample", elem_id="draw")
+            drawn = gr.Gallery(label="latent-DPM codes decoded from random x_T", columns=8, elem_id="samples")
             draw.click(samples, [count, seed], drawn)
         with gr.Tab("One-step denoising"):
             t = gr.Slider(0, explorer.model.schedule.num_timesteps - 1, value=300, step=1, label="t")
