@@ -23,6 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from pdae.app import build_app  # noqa: E402
 from pdae.attributes import AttributeDirections  # noqa: E402
 from pdae.autoencode import StepCounts  # noqa: E402
+from pdae.errors import DataError  # noqa: E402
 from pdae.explorer import Explorer  # noqa: E402
 from pdae.latent import LatentDPM  # noqa: E402
 from pdae.linear import Standardiser  # noqa: E402
@@ -118,3 +119,20 @@ def test_explorer_caches_the_inversion_while_sliders_move(explorer, monkeypatch)
     first = explorer.edit(x0, {"smiling": 1.0})
     second = explorer.edit(x0, {"smiling": -1.0})
     assert len(calls) == 1 and (first - second).abs().max() > 1e-4
+
+
+def test_uploads_of_every_kind_become_model_images_or_a_message(explorer, tmp_path, monkeypatch):
+    import pdae.explorer as module
+
+    Image.fromarray((np.arange(30 * 20).reshape(30, 20) * 100).astype(np.uint16)).save(tmp_path / "16bit.png")
+    Image.new("CMYK", (40, 12), (0, 200, 100, 20)).save(tmp_path / "cmyk.jpg")
+    Image.new("RGB", (300, 100), (30, 60, 90)).save(tmp_path / "wide.png")
+    for name in ("16bit.png", "cmyk.jpg", "wide.png"):
+        image = explorer.image_from_file(tmp_path / name)
+        assert image.shape == (1, 8, 8) and -1 <= image.min() <= image.max() <= 1
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(DataError, match="cannot read image"):
+        explorer.image_from_file(tmp_path / "notes.png")
+    monkeypatch.setattr(module, "MAX_UPLOAD_BYTES", 100)
+    with pytest.raises(DataError, match="up to 0 MB"):
+        explorer.image_from_file(tmp_path / "wide.png")
