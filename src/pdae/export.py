@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from pdae import __version__
 from pdae.backbones import load_dpm
+from pdae.backbones.diffusers_folder import DIFFUSERS
 from pdae.checkpoint import load_weights, save_weights
 from pdae.errors import PdaeError
 from pdae.schedule import NoiseSchedule
@@ -50,10 +51,11 @@ def export_pdae(model: nn.Module, folder: Path, card: str, latent: Path | None =
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise PdaeError(f"{folder} is not empty: export into a new folder")
-    family = model.to_config()["dpm"].get("backbone", "adm")
+    config = model.to_config()
+    family = config["dpm"].get("backbone", "adm")
     index = {"_class_name": "PDAEPipeline", "_pdae_version": __version__,
              "scheduler": ["diffusers", "DDIMScheduler"], PARTS: ["pdae", "PDAE encoder and gradient estimator"]}
-    if family == "diffusers":
+    if family == DIFFUSERS:
         model.dpm.unet.save_pretrained(folder / "unet", safe_serialization=True)
         index["unet"] = ["diffusers", "UNet2DModel"]
     elif family == "adm":
@@ -66,8 +68,8 @@ def export_pdae(model: nn.Module, folder: Path, card: str, latent: Path | None =
     (folder / "scheduler" / "scheduler_config.json").write_text(
         json.dumps(scheduler_config(model.schedule, prediction_type), indent=2))
     parts = {k: v for k, v in model.state_dict().items() if not k.startswith("dpm.")}
-    save_weights(folder / PARTS / PARTS_WEIGHTS, parts, model.to_config())
-    (folder / PARTS / "config.json").write_text(json.dumps(model.to_config()["pdae"], indent=2))
+    save_weights(folder / PARTS / PARTS_WEIGHTS, parts, config)
+    (folder / PARTS / "config.json").write_text(json.dumps(config["pdae"], indent=2))
     if latent is not None:
         index["latent"] = ["pdae", "latent DPM"]
         (folder / "latent").mkdir()

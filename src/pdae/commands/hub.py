@@ -24,6 +24,7 @@ def export(
     card); load_pdae(FOLDER) and every command read it back."""
     from pdae.backbones import describe_dpm
     from pdae.backbones.adm import LoadedDPM
+    from pdae.backbones.black_box import BLACK_BOX
     from pdae.checkpoint import read_progress, resolve_weights_path
     from pdae.errors import PdaeError
     from pdae.evaluation import markdown_table
@@ -40,7 +41,7 @@ def export(
             raise PdaeError(f"--eval {evaluation} does not exist: write it with pdae eval {run} -o {evaluation}")
         report = json.loads(evaluation.read_text())
     family = model.to_config()["dpm"].get("backbone", "adm")
-    dpm = (describe_dpm(LoadedDPM(family, model.dpm, model.schedule)) if family != "black-box" else
+    dpm = (describe_dpm(LoadedDPM(family, model.dpm, model.schedule)) if family != BLACK_BOX else
            {"family": "black box (a callable; not stored)"})
     latent = latent_path(Path(run))
     latent_file = resolve_weights_path(latent) if latent.exists() else None
