@@ -3,6 +3,8 @@
     python benchmarks/pdae_choices.py --images 15k --variants z16 z64 z256 z64_init_from_dpm
     python benchmarks/pdae_choices.py --images 15k --variants fp32 bf16_frozen_bf16 bf16 bf16_shared_z \
         --out benchmarks/results/pdae_precision_and_z.json
+    python benchmarks/pdae_choices.py --images 15k --variants fp32 fp32_shared_z \
+        --out benchmarks/results/pdae_z_pathway.json
 
 Each variant trains for the same number of images with the same seed; then, on held-out test images,
 we report the PDAE loss (fixed t and noise), the share of the posterior-mean gap filled, and the
@@ -10,7 +12,8 @@ linear-probe accuracy of z. Writes benchmarks/results/pdae_choices.json (or --ou
 
 The precision variants (z = 64, G from the DPM's decoder): fp32 training; bf16 autocast with the frozen
 DPM in bf16 too (pdae before the fix); bf16 with the frozen DPM in fp32 (the default now); and the latter
-with z reaching G through one shared projection (the reference's pathway) instead of per-block maps.
+with z reaching G through one shared projection (the reference's pathway) instead of per-block maps, in
+bf16 or, where bf16 is emulated and slow (CPUs without native bf16), in fp32.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ VARIANTS = {  # name: (model config, bf16 autocast)
     "z256": (PDAEConfig(latent_dim=256), True), "z64_init_from_dpm": (INIT, True),
     "fp32": (INIT, False), "bf16_frozen_bf16": (replace(INIT, frozen_bf16=True), True), "bf16": (INIT, True),
     "bf16_shared_z": (replace(INIT, z_pathway="shared"), True),
+    "fp32_shared_z": (replace(INIT, z_pathway="shared"), False),
 }
 
 
@@ -79,12 +83,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {"images_per_variant": parse_count(args.images), "dpm": str(args.dpm)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.variants:
             results[name] = run_variant(name, *VARIANTS[name], args, Path(workdir))
+            args.out.write_text(json.dumps(results, indent=2))  # a variant's result survives a later crash
             print(name, json.dumps(results[name]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 
