@@ -52,7 +52,7 @@ def held_out_digits(model, count: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def interpolation(args: argparse.Namespace, model, judge) -> dict:
     x, _ = held_out_digits(model, 2 * args.pairs)
-    steps = StepCounts(args.steps, args.steps)
+    steps = StepCounts(args.steps, args.steps, refine=args.refine)
     scores: dict[str, list[float]] = {mode: [] for mode in MODES}
     with progress_bar("pairs", total=args.pairs, fields=()) as bar:
         for i in range(args.pairs):
@@ -68,7 +68,7 @@ def interpolation(args: argparse.Namespace, model, judge) -> dict:
 def attributes(args: argparse.Namespace, model, judge) -> dict:
     directions = AttributeDirections.load(resolve_weights_path(args.directions))
     x, y = held_out_digits(model, args.images)
-    steps = StepCounts(args.steps, args.steps)
+    steps = StepCounts(args.steps, args.steps, refine=args.refine)
     scales = [0.0, *args.scales]
     moved, mse_per_scale = [], []
     with progress_bar("edits", total=len(x), fields=()) as bar:
@@ -141,6 +141,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--directions", type=Path, default=ROOT / "runs" / "mnist_digit_directions.safetensors")
     parser.add_argument("--latent", type=Path, default=None, help="latent DPM (default: beside the run)")
     parser.add_argument("--steps", type=int, default=100, help="DDIM steps (inversion and decoding)")
+    parser.add_argument("--refine", type=int, default=StepCounts().refine,
+                        help="fixed-point iterations per inversion step (interpolation, attributes)")
     parser.add_argument("--pairs", type=int, default=10, help="interpolation: pairs of test digits")
     parser.add_argument("--frames", type=int, default=8, help="interpolation: frames per pair")
     parser.add_argument("--images", type=int, default=50, help="attributes: test digits edited")

@@ -22,6 +22,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from pdae.app import build_app
+from pdae.autoencode import StepCounts
 from pdae.commands.explore import open_explorer
 from pdae.commands.options import SHIPPED_MNIST, SHIPPED_PDAE
 
@@ -34,7 +35,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    explorer = open_explorer(SHIPPED_PDAE, SHIPPED_MNIST, args.directions, None, 50, torch.device("cpu"))
+    explorer = open_explorer(SHIPPED_PDAE, SHIPPED_MNIST, args.directions, None, StepCounts(),
+                             torch.device("cpu"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from pdae.sampling import SeededNoise, invert_ddim, sample_ddim
+from pdae.sampling import SeededNoise, inversion_evaluations, invert_ddim, sample_ddim
 from pdae.schedule import NoiseSchedule
 
 SCHEDULE = NoiseSchedule("linear", 1000)
@@ -62,6 +62,27 @@ def test_inversion_round_trip_is_close_for_a_smooth_eps_and_improves_with_steps(
                             clip_x0=False)
         errors.append((recon - x0).abs().max().item())
     assert errors[1] < errors[0] / 5
+
+
+def test_refined_inversion_converges_to_the_exact_inverse_of_decoding():
+    """Few steps, a nonlinear eps: plain inversion misses; each refinement shrinks the round-trip error and
+    enough of them solve decoding's step exactly (the fixed point of a contraction)."""
+    x0 = torch.rand(4, 1, 4, 4, dtype=torch.float64) * 1.6 - 0.8
+    steps = SCHEDULE.timesteps(5)
+    errors = [(sample_ddim(toy_eps, invert_ddim(toy_eps, x0, SCHEDULE, steps, refine=k), SCHEDULE, steps,
+                           clip_x0=False) - x0).abs().max().item() for k in (0, 1, 2, 4, 40)]
+    assert errors[0] > 1e-2
+    assert all(later < earlier / 2 for earlier, later in zip(errors, errors[1:]))
+    assert errors[-1] < 1e-10
+
+
+def test_refined_inversion_costs_the_evaluations_it_reports():
+    for refine in (0, 1, 3):
+        calls = []
+        invert_ddim(lambda x, t: calls.append(1) or toy_eps(x, t), torch.zeros(1, 1, 2, 2, dtype=torch.float64),
+                    SCHEDULE, SCHEDULE.timesteps(7), refine=refine)
+        assert len(calls) == inversion_evaluations(7, refine)
+    assert inversion_evaluations(20, 2) == 41  # the first step's guess costs one more
 
 
 def test_decoding_clips_predicted_x0_only_when_asked():

@@ -122,6 +122,6 @@ def manipulate(model: PDAE, x0: Tensor, directions: AttributeDirections, name: s
     """
     x0 = x0[None].to(model.device)
     z = encode(model, x0)
-    x_T = infer_x_T(model, x0, z, steps.inversion, steps.clip_x0)
+    x_T = infer_x_T(model, x0, z, steps.inversion, steps.clip_x0, steps.refine)
     z_edits = torch.cat([directions.edit(z, name, scale) for scale in scales])
     return decode(model, z_edits, x_T.expand(len(scales), -1, -1, -1), steps)

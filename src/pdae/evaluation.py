@@ -146,7 +146,9 @@ def gap_summary(gap: dict) -> str:
 
 def markdown_table(report: dict) -> str:
     """The paper's reconstruction table (and what else the report holds) as markdown."""
-    steps = f"{report['inversion_steps']} / {report['decoding_steps']} DDIM"
+    refine = report.get("refine", 0)  # reports written before the option: plain DDIM inversion
+    steps = (f"{report['inversion_steps']}{f' x {refine} refinements' if refine else ''} / "
+             f"{report['decoding_steps']} DDIM")
     lines = [f"{METHOD_NAMES[report.get('method', 'pdae')]} on {report['num_test_images']} held-out images "
              f"({report['run']})", "",
              "| latent size | x_T | inversion / decoding steps | SSIM | LPIPS | PSNR (dB) | MSE |",

@@ -63,7 +63,8 @@ class Explorer:
         if key not in self._codes:
             batch = x0[None].to(self.model.device)
             z = encode(self.model, batch)
-            self._codes[key] = z, infer_x_T(self.model, batch, z, self.steps.inversion, self.steps.clip_x0)
+            steps = self.steps
+            self._codes[key] = z, infer_x_T(self.model, batch, z, steps.inversion, steps.clip_x0, steps.refine)
             if len(self._codes) > CACHED_IMAGES:
                 self._codes.popitem(last=False)
         self._codes.move_to_end(key)

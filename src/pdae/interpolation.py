@@ -50,7 +50,7 @@ def interpolate(model: PDAE, x_a: Tensor, x_b: Tensor, frames: int, steps: StepC
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     x0 = torch.stack([x_a, x_b]).to(model.device)
     z = encode(model, x0)
-    x_T = infer_x_T(model, x0, z, steps.inversion, steps.clip_x0)
+    x_T = infer_x_T(model, x0, z, steps.inversion, steps.clip_x0, steps.refine)
     weights = torch.linspace(0, 1, frames, device=model.device)
     x_T_frames = slerp(x_T[0], x_T[1], weights)
     if mode == "lerp":

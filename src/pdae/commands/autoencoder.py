@@ -5,20 +5,22 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import torch
 import typer
 
+from pdae.autoencode import PAPER_PROTOCOL, StepCounts
 from pdae.commands import options as o
 from pdae.commands.dpm import saved_model_config
-
-if TYPE_CHECKING:
-    from pdae.autoencode import StepCounts
 
 Sampler = Annotated[str, typer.Option(help="Decoding: ddim (eta 0) or ddpm (ancestral, eta 1).")]
 InversionSteps = Annotated[int, typer.Option(help="DDIM steps of the inversion that infers x_T.")]
 DecodingSteps = Annotated[int, typer.Option(help="Steps of the decoding.")]
+Refine = Annotated[int, typer.Option(min=0, help="Fixed-point iterations per inversion step, one network "
+                                     "evaluation each; they let the decoding retrace the inversion, so few "
+                                     "steps reconstruct nearly exactly (0: plain DDIM inversion).")]
+DEFAULT = StepCounts()
 ClipX0 = Annotated[bool, typer.Option("--clip-x0", help="Clamp the predicted x0 to [-1, 1] in the inversion "
                                      "and in the decoding of the inferred x_T: one choice for both, so that "
                                      "decoding retraces the inversion (off by default).")]
@@ -38,13 +40,11 @@ def open_images(images: Path, model, split: str, limit: int | None, skip_bad: bo
 
 
 def step_counts(inversion_steps: int, decoding_steps: int, sampler: str, clip_x0: bool = False,
-                clip_random: bool = True) -> StepCounts:
+                clip_random: bool = True, refine: int = DEFAULT.refine) -> StepCounts:
     """The autoencoding settings the options describe (ddim: eta 0, ddpm: eta 1)."""
-    from pdae.autoencode import StepCounts
-
     o.choice(sampler, ("ddim", "ddpm"), "sampler")
     eta = 1.0 if sampler == "ddpm" else 0.0
-    return StepCounts(inversion_steps, decoding_steps, eta, clip_x0, clip_random)
+    return StepCounts(inversion_steps, decoding_steps, eta, clip_x0, clip_random, refine)
 
 
 def fit(
@@ -195,7 +195,8 @@ def encode(
     split: o.Split = "test",
     limit: o.Limit = None,
     x_T: Annotated[bool, typer.Option("--x-T", help="Also infer the stochastic code x_T (slower).")] = False,
-    steps: InversionSteps = 100,
+    steps: InversionSteps = DEFAULT.inversion,
+    refine: Refine = DEFAULT.refine,
     batch_size: o.BatchSize = 256,
     labels: o.Labels = None,
     label_column: o.LabelColumn = None,
@@ -224,7 +225,7 @@ def encode(
             arrays["z"].append(z.cpu())
             arrays["labels"].append(y)
             if x_T:
-                arrays["x_T"].append(infer_x_T(model, x0, z, steps).cpu())
+                arrays["x_T"].append(infer_x_T(model, x0, z, steps, refine=refine).cpu())
             bar.update(len(x0))
     result = {k: torch.cat(v).numpy() for k, v in arrays.items()}
     atomic_write(out, lambda tmp: np.savez(open(tmp, "wb"), **result))
@@ -237,8 +238,9 @@ def reconstruct(
     out: o.Out = Path("reconstructions.png"),
     split: o.Split = "test",
     limit: Annotated[int, typer.Option(min=1, help="Number of images (the first N).")] = 16,
-    inversion_steps: InversionSteps = 100,
-    decoding_steps: DecodingSteps = 100,
+    inversion_steps: InversionSteps = DEFAULT.inversion,
+    decoding_steps: DecodingSteps = DEFAULT.decoding,
+    refine: Refine = DEFAULT.refine,
     sampler: Sampler = "ddim",
     clip_x0: ClipX0 = False,
     clip_random: ClipRandom = True,
@@ -259,12 +261,12 @@ def reconstruct(
     target = o.prepare_runtime(threads, device)
     model = load_pdae(run, sampling_coef).to(target)
     x0, _ = next(iterate_batches(open_images(images, model, split, limit, skip_bad), limit))
-    steps = step_counts(inversion_steps, decoding_steps, sampler, clip_x0, clip_random)
+    steps = step_counts(inversion_steps, decoding_steps, sampler, clip_x0, clip_random, refine)
     outputs = {name: images.cpu() for name, images in
                run_reconstruct(model, x0, steps, seeds=range(seed, seed + len(x0))).items()}
     save_grid(torch.cat([x0, outputs["random_xT"], outputs["inferred_xT"]]), out, ncols=len(x0))
-    o.console.print(f"wrote {out} (rows: input, random x_T, inferred x_T; inversion {inversion_steps} steps, "
-                    f"{sampler} decoding {decoding_steps} steps)")
+    o.console.print(f"wrote {out} (rows: input, random x_T, inferred x_T; inversion {inversion_steps} steps "
+                    f"with {refine} refinements each, {sampler} decoding {decoding_steps} steps)")
     if npz is not None:
         o.console.print(f"wrote {save_npz(npz, inputs=x0, **outputs)}")
 
@@ -338,8 +340,11 @@ def evaluate(
     images: o.Images = o.SHIPPED_MNIST,
     out: o.Out = Path("eval.json"),
     limit: Annotated[int, typer.Option(min=1, help="Held-out test images for reconstruction.")] = 1000,
-    inversion_steps: InversionSteps = 100,
-    decoding_steps: DecodingSteps = 100,
+    inversion_steps: InversionSteps = PAPER_PROTOCOL.inversion,
+    decoding_steps: DecodingSteps = PAPER_PROTOCOL.decoding,
+    refine: Annotated[int, typer.Option(min=0, help="Fixed-point iterations per inversion step (0, the "
+                                        "paper's plain DDIM inversion, unless given; pdae reconstruct "
+                                        f"uses {DEFAULT.refine}).")] = PAPER_PROTOCOL.refine,
     probe_train: Annotated[
         int, typer.Option(min=2, help="Train-split images the linear probe is fit on.")
     ] = 10000,
@@ -390,7 +395,7 @@ def evaluate(
     probe_sets[0].label_table(columns)  # an unknown column fails here, not after the reconstructions
     if fid_features is not None and not fid_features.exists():
         raise PdaeError(f"--fid-features {fid_features} does not exist: give a pdae classifier run or file")
-    steps = step_counts(inversion_steps, decoding_steps, "ddim", clip_x0, clip_random)
+    steps = step_counts(inversion_steps, decoding_steps, "ddim", clip_x0, clip_random, refine)
     started = time.perf_counter()
     per_image = out.with_name(out.stem + "_per_image.npz")  # test image i is row i
     partial = per_image.with_suffix(".partial.npz")  # a killed eval resumes from here
@@ -406,7 +411,8 @@ def evaluate(
     report = {"run": str(run), "method": model.to_config()["kind"], "latent_dim": model.cfg.latent_dim,
               "sampling_coef": coef,
               "num_test_images": len(test_set), "inversion_steps": inversion_steps,
-              "decoding_steps": decoding_steps, "clip_x0": clip_x0, "clip_random": clip_random,
+              "decoding_steps": decoding_steps, "refine": refine, "clip_x0": clip_x0,
+              "clip_random": clip_random,
               **mean_scores(scores), "lpips_missing": None if extra_metrics else lpips,
               "per_image_scores": str(per_image)}
     x_gap, _ = next(iterate_batches(open_images(images, model, "test", gap_images), gap_images))
@@ -424,8 +430,8 @@ def evaluate(
     out.write_text(json.dumps(report, indent=2))
     out.with_suffix(".md").write_text(markdown_table(report))
 
-    table = Table(title=f"PDAE on {len(test_set)} held-out images (inversion {inversion_steps} / decoding "
-                  f"{decoding_steps} DDIM steps)")
+    table = Table(title=f"PDAE on {len(test_set)} held-out images (inversion {inversion_steps} steps, "
+                  f"{refine} refinements each / decoding {decoding_steps} DDIM steps)")
     for column in ("latent", "x_T", "SSIM", "LPIPS", "PSNR", "MSE"):
         table.add_column(column)
     for name in ("random_xT", "inferred_xT"):
@@ -479,22 +485,19 @@ def demo(
     if (out / "ema.safetensors").exists():
         raise PdaeError(f"{out} already holds a demo run; remove it or pass another --out")
     fit(out=out, images=images, checkpoint_every=images, device=device, threads=threads)
-    reconstruct(run=out, out=out / "reconstructions.png", inversion_steps=50, decoding_steps=50,
-                device=device, threads=threads)
+    reconstruct(run=out, out=out / "reconstructions.png", device=device, threads=threads)
     gap(run=out, out=out / "gap.png", limit=128, num_t=25, device=device, threads=threads)
     denoise_one_step(run=out, out=out / "one_step.png", device=device, threads=threads)
     evaluate_quick(out, eval_images, device)
 
 
 def evaluate_quick(run: Path, num_images: int = 100, device: str | None = None) -> None:
-    """The demo's held-out reconstruction MSE and SSIM (inferred x_T, 50/50 steps) on the first test images."""  # noqa: E501
-    from pdae.autoencode import StepCounts
+    """The demo's held-out reconstruction MSE and SSIM (the default step counts) on the first test images."""
     from pdae.evaluation import reconstruction_metrics
     from pdae.model import load_pdae
 
     model = load_pdae(run).to(o.prepare_runtime(None, device))
-    metrics = reconstruction_metrics(model, open_images(o.SHIPPED_MNIST, model, "test", num_images),
-                                     StepCounts(50, 50))
+    metrics = reconstruction_metrics(model, open_images(o.SHIPPED_MNIST, model, "test", num_images), DEFAULT)
     (run / "demo_metrics.json").write_text(json.dumps(metrics, indent=2))
     o.console.print(f"[green]demo done[/]: pictures in {run}/ (reconstructions.png, gap.png, one_step.png)")
     o.console.print(f"held-out reconstruction on {num_images} MNIST test images, inferred x_T: "

@@ -10,8 +10,8 @@ import torch
 import typer
 
 from pdae.commands import options as o
-from pdae.commands.autoencoder import (ClipX0, DecodingSteps, InversionSteps, SamplingCoef, open_images,
-                                       step_counts)
+from pdae.commands.autoencoder import (DEFAULT, ClipX0, DecodingSteps, InversionSteps, Refine, SamplingCoef,
+                                       open_images, step_counts)
 
 attributes_app = typer.Typer(help="Attribute directions in z: fit linear classifiers on labelled images.",
                              no_args_is_help=True)
@@ -61,8 +61,9 @@ def interpolate(
     images: ImageSource = o.SHIPPED_MNIST,
     split: o.Split = "test",
     out: o.Out = Path("interpolation.png"),
-    inversion_steps: InversionSteps = 100,
-    decoding_steps: DecodingSteps = 100,
+    inversion_steps: InversionSteps = DEFAULT.inversion,
+    decoding_steps: DecodingSteps = DEFAULT.decoding,
+    refine: Refine = DEFAULT.refine,
     clip_x0: ClipX0 = False,
     sampling_coef: SamplingCoef = None,
     device: o.Device = None,
@@ -83,9 +84,9 @@ def interpolate(
     target = o.prepare_runtime(threads, device)
     model = load_pdae(run, sampling_coef).to(target)
     x = load_references(references, images, split, model)
-    steps = step_counts(inversion_steps, decoding_steps, "ddim", clip_x0)
+    steps = step_counts(inversion_steps, decoding_steps, "ddim", clip_x0, refine=refine)
     rows, report = [], {"run": str(run), "a": references[0], "b": references[1], "frames": frames,
-                        "inversion_steps": inversion_steps, "decoding_steps": decoding_steps,
+                        "inversion_steps": inversion_steps, "decoding_steps": decoding_steps, "refine": refine,
                         "straight_path_smoothness": 1 / (frames - 1), "smoothness": {}}
     for name in modes:
         path = run_interpolation(model, x[0], x[1], frames, steps, name).cpu()
@@ -179,8 +180,9 @@ def manipulate(
     images: ImageSource = o.SHIPPED_MNIST,
     split: o.Split = "test",
     out: o.Out = Path("manipulation.png"),
-    inversion_steps: InversionSteps = 100,
-    decoding_steps: DecodingSteps = 100,
+    inversion_steps: InversionSteps = DEFAULT.inversion,
+    decoding_steps: DecodingSteps = DEFAULT.decoding,
+    refine: Refine = DEFAULT.refine,
     clip_x0: ClipX0 = False,
     sampling_coef: SamplingCoef = None,
     device: o.Device = None,
@@ -213,7 +215,7 @@ def manipulate(
                         f"encodes to size {model.cfg.latent_dim}: fit them on this run")
     x = load_references([reference], images, split, model)
     edits = run_manipulation(model, x[0], found, attribute, scales,
-                             step_counts(inversion_steps, decoding_steps, "ddim", clip_x0)).cpu()
+                             step_counts(inversion_steps, decoding_steps, "ddim", clip_x0, refine=refine)).cpu()
     with torch.no_grad():
         logits = found.logits(model.encode(edits.to(target)).cpu())[:, found.index(attribute)]
     mse = mse_per_image(to_unit_range(edits), to_unit_range(x).expand_as(edits))

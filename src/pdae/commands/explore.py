@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from pdae.autoencode import StepCounts
 from pdae.commands import options as o
+from pdae.commands.autoencoder import DEFAULT, Refine, open_images
 
 
 def app(
@@ -18,7 +20,9 @@ def app(
         help="Attribute directions from `pdae attributes fit`: one slider each.")] = None,
     latent: Annotated[Optional[Path], typer.Option(
         help="The latent DPM for the Sample tab; default: where pdae latent fit puts it.")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="DDIM steps of the inversion and of every decoding.")] = 50,
+    steps: Annotated[int, typer.Option(min=1, help="DDIM steps of the inversion and of every decoding.")] = (
+        DEFAULT.decoding),
+    refine: Refine = DEFAULT.refine,
     host: Annotated[str, typer.Option(help="Address to serve on; 127.0.0.1 keeps it on this machine.")] = (
         "127.0.0.1"),
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 7860,
@@ -34,7 +38,8 @@ def app(
         from pdae.app import build_app
     except ImportError as error:
         raise PdaeError(f"pdae app needs Gradio: pip install 'pdae\\[app]' ({error})") from None
-    explorer = open_explorer(run, images, directions, latent, steps, o.prepare_runtime(threads, device))
+    explorer = open_explorer(run, images, directions, latent, StepCounts(steps, steps, refine=refine),
+                             o.prepare_runtime(threads, device))
     if directions is None:
         o.console.print("no --directions: the page has no attribute sliders (pdae attributes fit writes them)")
     try:
@@ -44,12 +49,11 @@ def app(
         raise PdaeError(f"cannot serve on {host}:{port} ({error}): pick another --port") from None
 
 
-def open_explorer(run: Path, images: Path, directions: Path | None, latent: Path | None, steps: int, device):
+def open_explorer(run: Path, images: Path, directions: Path | None, latent: Path | None, steps: StepCounts,
+                  device):
     """The Explorer `pdae app` serves: the run on `device`, its latent DPM when it has one."""
     from pdae.attributes import AttributeDirections
-    from pdae.autoencode import StepCounts
     from pdae.checkpoint import resolve_weights_path
-    from pdae.commands.autoencoder import open_images
     from pdae.errors import CheckpointError
     from pdae.explorer import Explorer
     from pdae.latent import open_latent_dpm
@@ -63,4 +67,4 @@ def open_explorer(run: Path, images: Path, directions: Path | None, latent: Path
             raise
         latent_dpm = None
     found = AttributeDirections.load(resolve_weights_path(directions)) if directions else None
-    return Explorer(model, StepCounts(steps, steps), found, latent_dpm, open_images(images, model, "test", 1000))
+    return Explorer(model, steps, found, latent_dpm, open_images(images, model, "test", 1000))
