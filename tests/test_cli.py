@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pdae.cli import app
@@ -101,6 +102,24 @@ def tiny_pdae_run(tmp_path_factory):
                                  "--batch-size", "8", "--threads", "1"])
     assert result.exit_code == 0, result.output
     return root / "pdae", data
+
+
+def test_fit_with_gradient_checkpointing_trains_the_same_weights(tiny_pdae_run, tmp_path, monkeypatch):
+    import pdae.model
+
+    calls = []
+    real = pdae.model.checkpoint
+    monkeypatch.setattr(pdae.model, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run, data = tiny_pdae_run
+    result = runner.invoke(app, ["fit", "--dpm", str(run.parent / "dpm"), "--data", str(data), "--latent-dim", "8",
+                                 "--images", "16", "--batch-size", "8", "--threads", "1",
+                                 "--out", str(tmp_path / "checkpointed"), "--gradient-checkpointing"])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 2  # one per training step: G ran checkpointed
+    plain, checkpointed = (load_file(folder / "ema.safetensors") for folder in (run, tmp_path / "checkpointed"))
+    assert plain.keys() == checkpointed.keys()
+    for key, value in plain.items():
+        torch.testing.assert_close(checkpointed[key], value)
 
 
 def test_encode_writes_z_labels_and_x_T(tiny_pdae_run, tmp_path):

@@ -156,6 +156,8 @@ def test_fit_method_diffae_trains_a_run_every_command_reads(diffae_run):
     (["fit", "--out", "{run}", "--data", "{data}", "--resume"], "fit --method diffae --resume"),
     (["fit", "--method", "diffae", "--condition", "class", "--out", "{root}/x", "--data", "{data}"],
      "--condition class is for PDAE"),
+    (["fit", "--method", "diffae", "--gradient-checkpointing", "--out", "{root}/x", "--data", "{data}"],
+     "the Diff-AE baseline has none"),
     (["export", "{run}", "{root}/hub"], "is not a PDAE run"),
 ])
 def test_what_a_diffae_run_cannot_do_ends_in_a_message(diffae_run, args, message, run_cli):

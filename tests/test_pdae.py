@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from pdae.device import SavedTensorBytes
 from pdae.losses import PDAELoss
 from pdae.model import PDAE, PDAEConfig, build_pdae
 from pdae.nn.unet import UNet, UNetConfig
@@ -130,3 +131,28 @@ def test_frozen_branch_keeps_full_precision_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         rough, _ = fast.eps_and_shift(x_t, t, z)
     assert (rough.float() - exact).abs().max() > 1e-4  # what the old behaviour gave G as its base
+
+
+def test_gradient_checkpointing_keeps_the_gradients_and_stores_less_for_backward():
+    """Same loss and gradients (dropout in G replayed), and G's activations are no longer kept."""
+    model = tiny_pdae().train()
+    with torch.no_grad():  # G's output conv starts at zero: move it, so every G weight gets a gradient
+        for p in model.decoder.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    x0, loss_fn = torch.rand(4, 1, 8, 8) * 2 - 1, PDAELoss(SCHEDULE)
+    results = {}
+    for checkpointing in (False, True):
+        model.gradient_checkpointing = checkpointing
+        model.zero_grad()
+        torch.manual_seed(1)
+        with SavedTensorBytes() as saved:
+            loss = loss_fn(model, x0, torch.zeros(4)).mean()
+        loss.backward()
+        results[checkpointing] = (loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad],
+                                  saved.bytes)
+    (plain_loss, plain_grads, plain_bytes), (loss, grads, saved_bytes) = results[False], results[True]
+    assert loss == plain_loss
+    for plain, checkpointed in zip(plain_grads, grads):
+        torch.testing.assert_close(checkpointed, plain)
+    assert sum(p.grad.abs().sum() for p in model.decoder.parameters()) > 0
+    assert saved_bytes < plain_bytes / 2, (saved_bytes, plain_bytes)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from pdae.backbones import Backbone, build_backbone
 from pdae.checkpoint import load_state_strict, load_weights, resolve_weights_path
@@ -81,6 +82,9 @@ class PDAE(nn.Module):
                              else nn.Identity())
         z_width = dpm.embedding_dim if shared else cfg.latent_dim
         self.decoder = dpm.make_shift_decoder(z_width, cfg.init_from_dpm)
+        # Training only: recompute G's activations in the backward pass instead of keeping them (a runtime
+        # choice, `pdae fit --gradient-checkpointing`, not part of the model).
+        self.gradient_checkpointing = False
 
     def train(self, mode: bool = True) -> "PDAE":
         super().train(mode)
@@ -134,7 +138,14 @@ class PDAE(nn.Module):
             eps = self.dpm.decode(h, skips, emb)
         # Frozen features feed a trainable branch: contiguous copies avoid a CPU GroupNorm backward crash.
         h, skips = h.contiguous(), [s.contiguous() for s in skips]
-        return eps, [self.decoder(h, skips, emb, self.z_projection(z)) for z in zs]
+        return eps, [self.shift(h, skips, emb, self.z_projection(z)) for z in zs]
+
+    def shift(self, h: Tensor, skips: list[Tensor], emb: Tensor, z: Tensor) -> Tensor:
+        """G on the frozen features; with gradient checkpointing, its activations are recomputed in backward
+        (same gradients, dropout replayed from the saved RNG state)."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(self.decoder, h, skips, emb, z, use_reentrant=False)
+        return self.decoder(h, skips, emb, z)
 
     def eps_and_shift(self, x_t: Tensor, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """The frozen eps_theta(x_t, t) and G(x_t, z, t); the DPM's encoder half runs once for both."""

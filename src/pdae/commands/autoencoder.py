@@ -95,6 +95,10 @@ def fit(
     skip_bad: o.SkipBad = False,
     workers: o.Workers = 0,
     compile: o.Compile = False,
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        "--gradient-checkpointing", help="Recompute G's activations in the backward pass instead of keeping "
+        "them: less memory per image (a larger --batch-size fits) for one more forward pass of G per step "
+        "(PDAE only).")] = False,
     device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
@@ -112,6 +116,8 @@ def fit(
     if method == "diffae":
         if condition != "z":
             raise PdaeError("the Diff-AE baseline learns z from images: --condition class is for PDAE")
+        if gradient_checkpointing:
+            raise PdaeError("--gradient-checkpointing applies to PDAE's G; the Diff-AE baseline has none")
         model = backbone = diffae_model(out, dpm, latent_dim, encoder_channels, resume)
     elif resume:
         config = saved_model_config(out, "pdae")
@@ -141,6 +147,8 @@ def fit(
                                                     sampling_coef, z_pathway=z_pathway, condition=condition,
                                                     num_classes=dataset.num_classes if condition == "class"
                                                     else 0))
+    if gradient_checkpointing:
+        model.gradient_checkpointing = True
     o.console.print(f"data: {dataset.describe()}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     o.console.print(f"{'Diff-AE' if method == 'diffae' else 'PDAE'}: {trainable / 1e6:.2f}M trainable "
