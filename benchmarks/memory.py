@@ -1,26 +1,26 @@
 """Memory of a PDAE training step at 64 px, with and without gradient checkpointing of G.
 
-    python benchmarks/memory.py --threads 2                  # CPU: activation bytes and step time
+    python benchmarks/memory.py --threads 2                  # CPU: activation bytes and img/s
     python benchmarks/memory.py --batch-size 64              # on a GPU also the peak allocated memory
 
 For each preset (a DPM of that architecture with random weights; memory does not depend on them) and each
 setting of `PDAE.gradient_checkpointing` (`pdae fit --gradient-checkpointing`): the bytes autograd keeps
-for backward per image (`pdae.device.SavedTensorBytes`, the same on any device), the fastest of
---repeats fp32 training steps, and on CUDA the peak allocated memory of a step. Writes
-benchmarks/results/memory.json (or --out).
+for backward per image (`pdae.device.SavedTensorBytes`, the same on any device), the fp32 training
+throughput over --repeats steps after one warm-up (`pdae.evaluation.training_throughput`), and on CUDA
+the peak allocated memory of those steps. Writes benchmarks/results/memory.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from pdae.backbones import PRESETS
-from pdae.device import SavedTensorBytes, pick_device, synchronize
+from pdae.device import SavedTensorBytes, pick_device
+from pdae.evaluation import training_throughput
 from pdae.model import PDAE, PDAEConfig
 from pdae.nn.unet import UNet
 from pdae.schedule import NoiseSchedule
@@ -29,31 +29,17 @@ OUT = Path(__file__).resolve().parent / "results" / "memory.json"
 
 
 def measure(model: PDAE, x0: torch.Tensor, repeats: int) -> dict:
-    """Saved-for-backward bytes per image, best step time and (CUDA) peak memory of one training step."""
-    loss_fn = model.training_loss()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
-    labels = torch.zeros(len(x0), device=x0.device)
-
-    def step() -> int:
-        with SavedTensorBytes() as saved:
-            loss = loss_fn(model, x0, labels).mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return saved.bytes
-
-    saved_bytes, times = step(), []  # the first step also creates the optimiser state
+    """Saved-for-backward bytes per image, fp32 training throughput and (CUDA) peak memory of its steps."""
+    model.train()
+    with SavedTensorBytes() as saved:
+        loss = model.training_loss()(model, x0, torch.zeros(len(x0), device=x0.device)).mean()
+    loss.backward()
+    model.zero_grad(set_to_none=True)
     cuda = x0.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(x0.device)
-    for _ in range(repeats):
-        synchronize(x0.device)
-        started = time.perf_counter()
-        step()
-        synchronize(x0.device)
-        times.append(time.perf_counter() - started)
-    return {"saved_for_backward_mb_per_image": saved_bytes / len(x0) / 2**20,
-            "step_seconds": min(times), "images_per_s": len(x0) / min(times),
+    images_per_s = training_throughput(model, x0, bf16=False, steps=repeats)
+    return {"saved_for_backward_mb_per_image": saved.bytes / len(x0) / 2**20, "images_per_s": images_per_s,
             **({"peak_allocated_gb": torch.cuda.max_memory_allocated(x0.device) / 2**30} if cuda else {})}
 
 
