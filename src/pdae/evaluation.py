@@ -210,9 +210,12 @@ def probe_accuracy(model: PDAE, train_set: Dataset, test_set: Dataset) -> float:
     return linear_probe_accuracy(*encode_dataset(model, train_set), *encode_dataset(model, test_set))
 
 
-def training_throughput(model: PDAE, x0: torch.Tensor, bf16: bool, steps: int = 5) -> float:
-    """Images per second of full PDAE training steps (forward, backward, AdamW), after one warm-up step."""
-    loss_fn = model.training_loss()
+def training_throughput(model: PDAE, x0: torch.Tensor, bf16: bool, steps: int = 5,
+                        net: torch.nn.Module | None = None) -> float:
+    """Images per second of full PDAE training steps (forward, backward, AdamW), after one warm-up step.
+
+    `net` is what the loss calls, when not the model itself (the model compiled, say)."""
+    loss_fn, net = model.training_loss(), net or model
     device = model.device
     x0 = x0.to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0,
@@ -223,7 +226,7 @@ def training_throughput(model: PDAE, x0: torch.Tensor, bf16: bool, steps: int = 
             synchronize(device)
             start = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(model, x0, torch.zeros(len(x0), device=device)).float().mean()
+            loss = loss_fn(net, x0, torch.zeros(len(x0), device=device)).float().mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
