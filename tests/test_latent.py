@@ -21,8 +21,8 @@ from pdae.data import iterate_batches, open_dataset, to_unit_range
 from pdae.errors import PdaeError
 from pdae.fewshot import accepted_codes, first_of_each_class, support_classifier
 from pdae.fid import classifier_features, frechet_distance
-from pdae.latent import (CodeDataset, LatentDPM, default_latent_run, latent_path, load_latent_dpm, sample_codes,
-                         sample_images)
+from pdae.latent import (STOP_FRACTION, CodeDataset, LatentDPM, default_latent_run, latent_path, load_latent_dpm,
+                         sample_codes, sample_images)
 from pdae.linear import Standardiser
 from pdae.losses import EpsLoss
 from pdae.model import load_pdae
@@ -122,6 +122,21 @@ def test_latent_fit_then_sample_from_the_pdae(tmp_path, make_latent_run):
 
     result = runner.invoke(app, ["sample", "--truncate", "1"])
     assert result.exit_code != 0 and "pass its RUN" in result.output
+
+
+def test_sample_stops_the_shift_for_the_last_measured_share_of_steps_by_default(tmp_path, make_latent_run):
+    run, _ = make_latent_run(tmp_path)
+    samples = {}
+    for name, extra in (("default", []), ("0.3", ["--stop-fraction", str(STOP_FRACTION)]),
+                        ("0", ["--stop-fraction", "0"])):
+        npz = tmp_path / f"{name}.npz"
+        result = runner.invoke(app, ["sample", str(run), "-n", "2", "--steps", "10", "--latent-steps", "3",
+                                     *extra, "--npz", str(npz), "-o", str(tmp_path / f"{name}.png")])
+        assert result.exit_code == 0, result.output
+        samples[name] = np.load(npz)["samples"]
+    assert STOP_FRACTION == 0.3
+    np.testing.assert_array_equal(samples["default"], samples["0.3"])
+    assert np.abs(samples["default"] - samples["0"]).max() > 1e-4
 
 
 def test_eval_reports_the_fid_of_latent_dpm_samples(tmp_path, monkeypatch, make_latent_run):

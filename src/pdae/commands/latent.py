@@ -94,7 +94,7 @@ def cached_codes(run: Path, data: Path, split: str, limit: int | None, out: Path
 
 
 def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batch_size: int,
-                     latent: Path | None, latent_steps: int, stop_fraction: float, truncate: float | None,
+                     latent: Path | None, latent_steps: int, stop_fraction: float | None, truncate: float | None,
                      label: int | None, scales: list[float], npz: Path | None, device: str | None,
                      threads: int | None) -> None:
     """`pdae sample RUN`: one row of samples per G scale, as a PNG (and .npz): latent-DPM codes decoded by
@@ -102,14 +102,16 @@ def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batc
     from pdae.autoencode import StepCounts, decode_from_noise
     from pdae.errors import PdaeError
     from pdae.images import save_grid, save_npz
-    from pdae.latent import open_latent_dpm, sample_codes
+    from pdae.latent import STOP_FRACTION, open_latent_dpm, sample_codes
     from pdae.model import load_pdae
     from pdae.progress import progress_bar
 
-    if not 0 <= stop_fraction < 1:
+    if stop_fraction is not None and not 0 <= stop_fraction < 1:
         raise typer.BadParameter(f"--stop-fraction must be in [0, 1), got {stop_fraction}")
     target = o.prepare_runtime(threads, device)
     model = load_pdae(run).to(target)
+    if stop_fraction is None:
+        stop_fraction = 0.0 if model.class_conditional else STOP_FRACTION
     if model.class_conditional:
         if label is None or not 0 <= label < model.cfg.num_classes:
             raise PdaeError(f"{run} is conditioned on classes 0..{model.cfg.num_classes - 1}: pick one with "
