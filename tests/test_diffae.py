@@ -98,11 +98,12 @@ def test_reconstruct_inverts_and_decodes_with_the_conditional_unet():
     model = tiny_diffae()
     torch.manual_seed(3)
     x0 = torch.rand(2, 1, 8, 8) * 2 - 1
-    out = reconstruct(model, x0, StepCounts(5, 5), seeds=range(2))
+    steps = StepCounts(5, 5)
+    out = reconstruct(model, x0, steps, seeds=range(2))
     with torch.no_grad():
         z, timesteps = model.encode(x0), model.schedule.timesteps(5)
         eps_fn = lambda x_t, t: model.unet(x_t, t, z=z)  # noqa: E731
-        x_T = invert_ddim(eps_fn, x0, model.schedule, timesteps)
+        x_T = invert_ddim(eps_fn, x0, model.schedule, timesteps, refine=steps.refine)
         expected = sample_ddim(eps_fn, x_T, model.schedule, timesteps, clip_x0=False)
     torch.testing.assert_close(out["inferred_xT"], expected)
 
