@@ -263,6 +263,47 @@ def test_demo_trains_and_writes_every_picture_with_the_shipped_dpm(tmp_path):
     assert result.exit_code != 0 and "already holds a demo run" in str(result.exception)
 
 
+def rgb_folder(root, splits: tuple[str, ...], count: int = 12):
+    """Random 8 x 8 RGB PNGs in each split sub-folder (or in `root` itself when `splits` is empty)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    for split in splits or ("",):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / split / f"{i}.png")
+    return root
+
+
+def test_demo_on_a_folder_of_rgb_images_with_a_named_dpm(tmp_path):
+    data, dpm = rgb_folder(tmp_path / "faces", ("train", "test")), tmp_path / "dpm"
+    result = runner.invoke(app, ["pretrain", "--out", str(dpm), "--data", str(data), "--image-size", "8",
+                                 "--channels", "3", "--preset", "tiny", "--images", "16", "--batch-size", "8",
+                                 "--threads", "1"])
+    assert result.exit_code == 0, result.output
+
+    result = runner.invoke(app, ["demo", "--data", str(data)])
+    assert result.exit_code != 0 and "--data needs --dpm" in result.output
+
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--data", str(data), "--dpm", str(dpm), "--out", str(out), "--images",
+                                 "16", "--batch-size", "8", "--eval-images", "5", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    for name in ("reconstructions.png", "gap.png", "one_step.png", "ema.safetensors"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "demo_metrics.json").read_text())
+    assert metrics["held_out"] and metrics["images"] == 5 and metrics["data"] == str(data)
+    assert 0 <= metrics["inferred_xT_mse"] < metrics["random_xT_mse"]
+    assert "5 held-out test images" in " ".join(result.output.split())
+
+    flat = rgb_folder(tmp_path / "flat", ())
+    result = runner.invoke(app, ["demo", "--data", str(flat), "--dpm", str(dpm), "--out", str(tmp_path / "d2"),
+                                 "--images", "8", "--batch-size", "8", "--eval-images", "3", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert not json.loads((tmp_path / "d2" / "demo_metrics.json").read_text())["held_out"]
+    assert "it has no test split" in " ".join(result.output.split())
+
+
 def test_shipped_pdae_reconstructs_held_out_digits(tmp_path):
     out = tmp_path / "r.npz"
     result = runner.invoke(app, ["reconstruct", "--limit", "4", "--inversion-steps", "20",
