@@ -7,8 +7,9 @@
         --out benchmarks/results/pdae_z_pathway.json
 
 Each variant trains for the same number of images with the same seed; then, on held-out test images,
-we report the PDAE loss (fixed t and noise), the share of the posterior-mean gap filled, and the
-linear-probe accuracy of z. Writes benchmarks/results/pdae_choices.json (or --out).
+we report the PDAE loss (fixed t and noise), the share of the posterior-mean gap filled, the linear-probe
+accuracy of z and the training img/s (data loading included). Writes benchmarks/results/pdae_choices.json
+(or --out).
 
 The precision variants (z = 64, G from the DPM's decoder): fp32 training; bf16 autocast with the frozen
 DPM in bf16 too (pdae before the fix); bf16 with the frozen DPM in fp32 (the default now); and the latter
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -58,11 +60,13 @@ def run_variant(name: str, cfg: PDAEConfig, bf16: bool, args: argparse.Namespace
     train_set = open_dataset(SHIPPED_MNIST, image_size=28, channels=1, split="train")
     train_cfg = TrainConfig(total_images=parse_count(args.images), lr=2e-4, ema_halflife_images=5_000,
                             checkpoint_images=10**9, bf16=bf16, seed=0)
+    started = time.perf_counter()
     ema = train(model, PDAELoss(schedule, cfg.gamma), train_set, train_cfg, workdir / name, model.to_config(),
                 description=name).eval()
+    train_seconds = time.perf_counter() - started
     test_x, _ = next(iterate_batches(open_dataset(SHIPPED_MNIST, image_size=28, channels=1, split="test",
                                                   limit=256), 256))
-    return {**asdict(cfg), "bf16": bf16,
+    return {**asdict(cfg), "bf16": bf16, "train_images_per_s": train_cfg.total_images / train_seconds,
             "held_out_loss": held_out_loss(ema, test_x),
             "gap_share_filled": gap_report(ema, test_x, num_t=25)["share_filled"],
             "linear_probe_accuracy": probe_accuracy(
