@@ -52,3 +52,26 @@ def test_saved_scores_of_other_settings_are_not_reused(make_shifted_pdae, tmp_pa
     fresh = reconstruction_scores(model, images, STEPS, batch_size=2, resume_file=partial, settings="3/3")
     torch.testing.assert_close(fresh["inferred_xT_mse"],
                                reconstruction_scores(model, images, STEPS, batch_size=2)["inferred_xT_mse"])
+
+
+class CompiledLike(torch.nn.Module):
+    """Stands in for torch.compile's wrapper, which has no truth value (its len() raises)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def __len__(self):
+        raise TypeError("no len()")
+
+    def forward(self, *args):
+        self.calls += 1
+        return self.model(*args)
+
+
+def test_training_throughput_steps_through_the_net_it_is_given(make_shifted_pdae):
+    model = make_shifted_pdae()
+    net = CompiledLike(model)
+    images_per_s = evaluation.training_throughput(model, torch.rand(2, 1, 8, 8) * 2 - 1, bf16=False, steps=2,
+                                                  net=net)
+    assert images_per_s > 0 and net.calls == 3  # a warm-up step, then the two timed ones

@@ -215,7 +215,7 @@ def training_throughput(model: PDAE, x0: torch.Tensor, bf16: bool, steps: int = 
     """Images per second of full PDAE training steps (forward, backward, AdamW), after one warm-up step.
 
     `net` is what the loss calls, when not the model itself (the model compiled, say)."""
-    loss_fn, net = model.training_loss(), net or model
+    loss_fn, net = model.training_loss(), model if net is None else net  # a compiled module has no truth value
     device = model.device
     x0 = x0.to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0,
