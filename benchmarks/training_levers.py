@@ -2,18 +2,24 @@
 
     python benchmarks/training_levers.py --threads 2                       # CPU, both configurations
     python benchmarks/training_levers.py --levers fp32 bf16 bf16_channels_last compile_bf16   # a GPU
+    python benchmarks/training_levers.py --levers fp32 bf16 --reference ~/src/PDAE   # beside the reference
 
 Configurations: `mnist-reference`, the reference code's MNIST UNet (64 channels x (1, 2, 2, 4), 2 res
 blocks, no attention, 32 x 32 x 1, batch 64), and `rgb-64`, the `adm-64` preset at 64 x 64 x 3. The DPM
 has random weights (speed does not depend on them); G starts from its decoder. Each lever is timed with
 `pdae.evaluation.training_throughput` (forward, backward, AdamW, fused on CUDA; the frozen DPM in fp32
-under bf16 autocast, as `pdae fit` runs it). Writes benchmarks/results/training_levers.json (or --out).
+under bf16 autocast, as `pdae fit` runs it). With `--reference`, a checkout of the reference code
+(ckczzj/PDAE), its fp32 training step on the same architecture and batch is timed beside them
+(benchmarks/reference_pdae.py) and every lever is also given as a ratio to it. With `--rounds R` every
+lever is timed R times, interleaved, and the median kept. Writes benchmarks/results/training_levers.json
+(or --out).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 import torch
@@ -24,6 +30,7 @@ from pdae.evaluation import training_throughput
 from pdae.model import PDAE, PDAEConfig
 from pdae.nn.unet import UNet, UNetConfig
 from pdae.schedule import NoiseSchedule
+from reference_pdae import reference_throughput
 
 OUT = Path(__file__).resolve().parent / "results" / "training_levers.json"
 CONFIGS = {  # name: (DPM architecture, default batch size)
@@ -35,17 +42,27 @@ LEVERS = {  # name: (bf16 autocast, channels_last, torch.compile)
     "bf16_channels_last": (True, True, False), "compile": (False, False, True),
     "compile_bf16": (True, False, True),
 }
+LATENT_DIM = 64
+REFERENCE = "reference_fp32"
 
 
 def throughput(config: UNetConfig, batch_size: int, lever: str, steps: int, device: torch.device) -> float:
     """Training img/s of a fresh PDAE on `config` with one lever."""
     bf16, channels_last, compiled = LEVERS[lever]
     torch.manual_seed(0)
-    model = PDAE(UNet(config), NoiseSchedule("linear", 1000), PDAEConfig(init_from_dpm=True)).to(device)
+    model = PDAE(UNet(config), NoiseSchedule("linear", 1000), PDAEConfig(LATENT_DIM, init_from_dpm=True))
+    model = model.to(device)
     x0 = torch.rand(batch_size, config.in_channels, config.image_size, config.image_size, device=device) * 2 - 1
     if channels_last:
         model, x0 = model.to(memory_format=torch.channels_last), x0.contiguous(memory_format=torch.channels_last)
     return training_throughput(model, x0, bf16, steps, net=torch.compile(model) if compiled else None)
+
+
+def timed(name: str, config: UNetConfig, batch_size: int, args: argparse.Namespace, device: torch.device) -> float:
+    """Training img/s of one lever, or of the reference code's fp32 step."""
+    if name == REFERENCE:
+        return reference_throughput(args.reference, config, batch_size, LATENT_DIM, args.steps, device)
+    return throughput(config, batch_size, name, args.steps, device)
 
 
 def main() -> None:
@@ -54,6 +71,8 @@ def main() -> None:
     parser.add_argument("--levers", nargs="+", default=["fp32", "channels_last", "bf16"], choices=list(LEVERS))
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64 (MNIST) and 16 (64 px)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per lever, after one warm-up")
+    parser.add_argument("--rounds", type=int, default=1, help="times each lever is timed, interleaved (median)")
+    parser.add_argument("--reference", type=Path, default=None, help="a checkout of ckczzj/PDAE to time beside")
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -61,14 +80,20 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    results: dict = {"device": str(device), "steps": args.steps, "configs": {}}
+    results: dict = {"device": str(device), "steps": args.steps, "rounds": args.rounds, "configs": {}}
     for name in args.configs:
         config, batch_size = CONFIGS[name]
         batch_size = args.batch_size or batch_size
-        measured = {lever: throughput(config, batch_size, lever, args.steps, device) for lever in ["fp32", *[
-            lever for lever in args.levers if lever != "fp32"]]}
+        names = ["fp32", *[lever for lever in args.levers if lever != "fp32"]]
+        names += [REFERENCE] if args.reference else []
+        rounds = [{n: timed(n, config, batch_size, args, device) for n in names} for _ in range(args.rounds)]
+        measured = {n: statistics.median(r[n] for r in rounds) for n in names}
+        reference = measured.pop(REFERENCE, None)
         results["configs"][name] = {"batch_size": batch_size, "images_per_s": measured,
                                     "ratio_to_fp32": {k: v / measured["fp32"] for k, v in measured.items()}}
+        if reference:
+            results["configs"][name].update(reference_fp32_images_per_s=reference, ratio_to_reference_fp32={
+                k: v / reference for k, v in measured.items()})
         print(name, json.dumps(results["configs"][name]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
