@@ -140,6 +140,91 @@ def test_sample_stops_the_shift_for_the_last_measured_share_of_steps_by_default(
     assert np.abs(samples["default"] - samples["0"]).max() > 1e-3
 
 
+def test_eval_reports_the_fid_of_latent_dpm_samples(tmp_path, monkeypatch, make_latent_run):
+    """`pdae eval` samples codes from the run's latent DPM, decodes them and compares them with the test
+    split on a classifier's features: the same number as computing it by hand."""
+    run, data = make_latent_run(tmp_path)
+    monkeypatch.setattr(fid, "CACHE_DIR", tmp_path / "fid-cache")
+    classifier = tmp_path / "classifier.safetensors"
+    torch.manual_seed(0)
+    config = classifier_config(1, 3, 8, widths=(8, 8))
+    save_weights(classifier, build_classifier(config).state_dict(), config)
+    out = tmp_path / "eval.json"
+    result = runner.invoke(app, ["eval", str(run), str(data), "-o", str(out), "--limit", "2", "--inversion-steps",
+                                 "2", "--decoding-steps", "3", "--probe-train", "24", "--gap-images", "2",
+                                 "--fid-samples", "6", "--fid-features", str(classifier), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())["sample_fid"]
+
+    model = load_pdae(run)
+    samples = sample_images(model, load_latent_dpm(run / "latent"), range(6), StepCounts(decoding=3))
+    test_images = torch.cat([x for x, _ in iterate_batches(open_images(data, model, "test", None), 100)])
+    features = classifier_features(classifier)
+    expected = frechet_distance(features(to_unit_range(samples)), features(to_unit_range(test_images)))
+    assert report["fid"] == pytest.approx(expected, rel=1e-6)
+    assert report["num_samples"] == 6 and report["reference_images"] == len(test_images)
+    assert "FID of 6 samples" in out.with_suffix(".md").read_text()
+    assert len(list((tmp_path / "fid-cache").iterdir())) == 1  # the test split's statistics, cached
+
+    result = runner.invoke(app, ["eval", str(run), str(data), "-o", str(out), "--limit", "2", "--inversion-steps",
+                                 "2", "--decoding-steps", "3", "--probe-train", "24", "--gap-images", "2",
+                                 "--fid-samples", "6", "--latent", str(tmp_path / "nowhere"), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "pdae latent fit" in json.loads(out.read_text())["sample_fid"]["missing"]
+
+
+def test_few_shot_filter_keeps_only_the_requested_class():
+    latent = LatentDPM(LatentMLPConfig(dim=4, width=16, depth=2), NoiseSchedule("linear", 1000)).eval()
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(10, 4, generator=g)
+    labels = (codes[:, 0] > 0).long()  # class 1: a positive first dimension
+    classifier = support_classifier(latent, codes, labels)
+    kept, accepted, draws = accepted_codes(latent, classifier, 1, 20, itertools.count(), latent_steps=3,
+                                           batch_size=16)
+    assert kept.shape == (20, 4) and 20 <= accepted <= draws and draws % 16 == 0
+    assert (classifier.predict(kept) == 1).all()
+    every = sample_codes(latent, range(draws), steps=3)  # the same seeds: the filter kept what it should
+    assert accepted == int((classifier.predict(every) == 1).sum())
+    assert (kept[:, 0] > 0).float().mean() > 0.9
+    with pytest.raises(PdaeError, match="never predict"):
+        accepted_codes(latent, classifier, 7, 1, itertools.count(), latent_steps=3, batch_size=8, max_draws=16)
+
+
+def test_first_shots_of_each_class(tmp_path):
+    data = tmp_path / "d.npz"
+    np.savez(data, images=np.zeros((9, 8, 8), np.uint8), labels=np.array([2, 0, 2, 2, 1, 0, 1, 0, 2]))
+    dataset = open_dataset(data, image_size=8, channels=1)
+    assert first_of_each_class(dataset, 2) == [0, 1, 2, 4, 5, 6]
+    assert first_of_each_class(dataset, None) == list(range(9))
+
+
+@pytest.mark.parametrize("fraction", ["-0.1", "1"])
+def test_stop_fraction_out_of_range_is_refused(fraction):
+    result = runner.invoke(app, ["sample", "missing-run", "--stop-fraction", fraction])
+    assert result.exit_code != 0 and "stop-fraction" in result.output
+
+
+def test_stop_fraction_runs_the_last_steps_unshifted(make_shifted_pdae):
+    """decode_from_noise against a sampler that switches the shift off after counting its steps."""
+    model = make_shifted_pdae(latent_dim=4)
+    z = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    for fraction, steps, unshifted in ((0.3, 10, 3), (0.9, 4, 4), (0.0, 5, 0)):
+        calls = []
+        shifted, plain = shifted_eps(model, z), eps_of(model.dpm, 1)
+
+        def by_count(x, t):
+            calls.append(1)
+            return shifted(x, t) if len(calls) <= steps - unshifted else plain(x, t)
+
+        noise = SeededNoise([0, 1])
+        x_T = noise(torch.empty(2, 1, 8, 8))
+        with torch.no_grad():
+            expected = sample_ddim(by_count, x_T, model.schedule, model.schedule.timesteps(steps), clip_x0=True,
+                                   noise=noise)
+        got = decode_from_noise(model, z, [0, 1], StepCounts(decoding=steps), stop_fraction=fraction)
+        torch.testing.assert_close(got, expected)
+
+
 def test_latent_dpm_is_found_where_latent_fit_puts_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_dir, run_file = tmp_path / "run", tmp_path / "pdae.safetensors"
