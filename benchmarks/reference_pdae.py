@@ -10,11 +10,11 @@ Weights are random: the speed of a step does not depend on them.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from pdae.device import images_per_second
 from pdae.nn.encoder import Encoder, EncoderConfig
 from pdae.nn.unet import UNetConfig
 
@@ -54,17 +54,12 @@ def reference_throughput(folder: Path, config: UNetConfig, batch_size: int, late
                                   *decoder.shift_output_blocks.parameters(), *decoder.shift_out.parameters()],
                                  lr=0.0)  # its trainable groups; lr 0 keeps the timing of a real step
     x0 = torch.rand(batch_size, config.in_channels, config.image_size, config.image_size, device=device) * 2 - 1
-    encoder.train()
-    decoder.set_train_mode()
-    for step in range(steps + 1):
-        if step == 1:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
+    def step() -> None:
         optimizer.zero_grad()
         loss = diffusion.representation_learning_train_one_batch(encoder=encoder, decoder=decoder, x_0=x0)
         loss["prediction_loss"].backward()
         optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps * batch_size / (time.perf_counter() - start)
+
+    encoder.train()
+    decoder.set_train_mode()
+    return images_per_second(step, steps, batch_size, device)

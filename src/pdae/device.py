@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -48,6 +50,17 @@ def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op on the CPU): for timing only, never on a hot path."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def images_per_second(step: Callable[[], None], steps: int, batch_size: int, device: torch.device) -> float:
+    """Throughput of `step` (one batch of `batch_size` images): one warm-up call, then `steps` timed ones."""
+    step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return steps * batch_size / (time.perf_counter() - start)
 
 
 class SavedTensorBytes:

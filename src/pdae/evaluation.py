@@ -3,7 +3,6 @@ throughput, and the paper-format table of them."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from pdae.attributes import MAX_CLASSES, binary_targets, fit_directions
 from pdae.autoencode import StepCounts, reconstruct
 from pdae.checkpoint import atomic_write
 from pdae.data import ImageDataset, collate, iterate_batches, to_unit_range
-from pdae.device import synchronize
+from pdae.device import images_per_second
 from pdae.diagnostics import integrate_over_t, posterior_mean_gap
 from pdae.diffae import DiffAE
 from pdae.fid import FeatureFn, frechet_from_statistics, reference_statistics, statistics
@@ -220,19 +219,18 @@ def training_throughput(model: PDAE, x0: torch.Tensor, bf16: bool, steps: int = 
     x0 = x0.to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0,
                             fused=device.type == "cuda")
-    model.train()
-    for step in range(steps + 1):
-        if step == 1:
-            synchronize(device)
-            start = time.perf_counter()
+
+    def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(net, x0, torch.zeros(len(x0), device=device)).float().mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    synchronize(device)
+
+    model.train()
+    images_per_s = images_per_second(step, steps, len(x0), device)
     model.eval()
-    return steps * len(x0) / (time.perf_counter() - start)
+    return images_per_s
 
 
 def plot_gap(report: dict, path) -> None:
