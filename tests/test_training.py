@@ -485,3 +485,22 @@ def test_the_training_state_holds_no_frozen_weights(tmp_path):
     assert not any(k.startswith("time_embed.") for k in list(state["model"]) + list(state["ema"]))
     weights, _ = load_weights(tmp_path / "r" / WEIGHTS_NAME)
     assert "time_embed.0.weight" in weights  # the inference weights hold everything, once
+
+
+def test_a_logged_progress_bar_prints_a_line_per_tenth_and_per_minute(capsys, monkeypatch):
+    """Logged to a file, a long run says where it is on every tenth of the work and at least every minute;
+    a bar of a rank that does not talk prints nothing, not even its last line."""
+    import pdae.progress as progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    bar = progress.ProgressBar(None, None, "fit", total=1000, completed=0)
+    for seconds, images in ((1, 50), (2, 60), (30, 10), (70, 10), (100, 10), (131, 10)):
+        now[0] = seconds
+        bar.update(images)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fit:")]
+    # 110 passes the first tenth (t = 2), 130 comes a minute after it (t = 70), 150 a minute after that
+    assert [line.split()[1] for line in lines] == ["110/1000", "130/1000", "150/1000"]
+    silent = progress.ProgressBar(None, None, "quiet", total=10, completed=0, silent=True)
+    silent.update(10)
+    assert "quiet" not in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Progress bars counted in images: a live rich bar in a terminal, a plain line per tenth when logged."""
+"""Progress bars counted in images: a live rich bar in a terminal, a plain line per tenth (or per minute,
+whichever comes first) when logged to a file."""
 
 from __future__ import annotations
 
@@ -19,23 +20,29 @@ from rich.progress import (
 
 # Under torchrun only rank 0 talks; the others would repeat every line.
 console = Console(stderr=True, quiet=os.environ.get("RANK", "0") != "0")
+LINE_EVERY_S = 60.0  # a logged run of hours still says where it is every minute
 
 
 class ProgressBar:
-    """Advance one rich task, or print a line every tenth of the work when output is not a terminal."""
+    """Advance one rich task, or print a line every tenth of the work (or every minute) when output is not
+    a terminal."""
 
     def __init__(self, progress: Progress | None, task: int | None, description: str, total: int,
                  completed: int, silent: bool = False):
         self._progress, self._task, self._silent = progress, task, silent
         self._description, self._total, self._done = description, total, completed
         self._next_line, self._start = completed + total / 10, time.perf_counter()
+        self._next_time = self._start + LINE_EVERY_S
 
     def update(self, advance: int, **fields: float) -> None:
         self._done += advance
         if self._progress is not None:
             self._progress.update(self._task, advance=advance, **fields)
-        elif not self._silent and self._done >= self._next_line or self._done >= self._total:
-            self._next_line += self._total / 10
+        elif not self._silent and (self._done >= self._next_line or self._done >= self._total
+                                   or time.perf_counter() >= self._next_time):
+            while self._next_line <= self._done:
+                self._next_line += max(self._total / 10, 1)
+            self._next_time = time.perf_counter() + LINE_EVERY_S
             shown = " ".join(f"{k.replace('_per_s', '/s')} {v:.4g}" for k, v in fields.items())
             console.print(f"{self._description}: {self._done}/{self._total} {shown} "
                           f"({time.perf_counter() - self._start:.0f} s)", highlight=False)
