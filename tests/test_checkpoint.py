@@ -287,3 +287,49 @@ def test_load_dpm_rejects_other_kinds_and_mismatched_weights(tmp_path):
     save_weights(tmp_path / "b.safetensors", state, config)
     with pytest.raises(CheckpointError, match="out.2.bias"):
         load_dpm(tmp_path / "b.safetensors")
+
+
+# ---------------------------------------------------------------- a shipped PDAE that names its DPM file
+
+def test_shipped_pdae_takes_its_frozen_dpm_from_the_dpm_file_it_names(tmp_path, make_shifted_pdae, run_cli):
+    """scripts/ship_checkpoint.py --dpm writes E and G only; load_pdae and the commands read the DPM back
+    from the file beside it, and refuse a missing or different DPM file."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from pdae.model import load_pdae, refer_to_dpm
+
+    model = make_shifted_pdae()
+    folder = tmp_path / "shipped"
+    dpm_file = folder / "dpm.safetensors"
+    save_weights(dpm_file, model.dpm.state_dict(), model.dpm.to_config(model.schedule), dtype=torch.float16)
+    full = tmp_path / "run" / WEIGHTS_NAME
+    with torch.no_grad():  # the PDAE's frozen DPM is the shipped fp16 one, as when it is fit on that file
+        for name, value in load_weights(dpm_file)[0].items():
+            model.dpm.state_dict()[name].copy_(value)
+    save_weights(full, model.state_dict(), model.to_config())
+    script = Path(__file__).parents[1] / "scripts" / "ship_checkpoint.py"
+    shipped = folder / "pdae.safetensors"
+    subprocess.run([sys.executable, str(script), str(full), str(shipped), "--dpm", str(dpm_file)], check=True,
+                   capture_output=True)
+
+    assert not any(key.startswith("dpm.") for key in load_weights(shipped)[0])
+    assert shipped.stat().st_size < full.stat().st_size / 2 + dpm_file.stat().st_size
+    loaded = load_pdae(shipped)
+    expected = {k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.items())
+
+    images = tmp_path / "images.npz"
+    np.savez(images, images=np.random.default_rng(0).integers(0, 256, (3, 8, 8), dtype=np.uint8))
+    code, output = run_cli("encode", str(shipped), str(images), "-o", str(tmp_path / "z.npz"), "--split", "all")
+    assert code == 0, output
+    assert np.load(tmp_path / "z.npz")["z"].shape == (3, 4)
+
+    other = {k: v + 1 for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="other weights"):
+        refer_to_dpm(other, model.to_config(), dpm_file)
+    dpm_file.unlink()
+    code, output = run_cli("encode", str(shipped), str(images), "-o", str(tmp_path / "z2.npz"), "--split", "all")
+    assert code != 0 and "not beside it" in output and "Traceback" not in output

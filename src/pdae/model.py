@@ -7,6 +7,7 @@ by the backbone. G's output conv starts at zero, so at step 0 PDAE is exactly th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -19,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from pdae.backbones import Backbone, build_backbone
 from pdae.checkpoint import load_state_strict, load_weights, resolve_weights_path
 from pdae.diffae import DiffAE, build_diffae
-from pdae.errors import PdaeError
+from pdae.errors import CheckpointError, PdaeError
 from pdae.export import is_exported, read_exported
 from pdae.nn.encoder import Encoder, EncoderConfig
 from pdae.losses import PDAELoss
@@ -205,6 +206,43 @@ def build_pdae(config: dict, black_box: EpsFn | None = None) -> PDAE | DiffAE:
     return PDAE(dpm, schedule, PDAEConfig(**config["pdae"]))
 
 
+# A shipped PDAE file may hold E and G only and name, under this key of its config's "dpm", the shipped DPM
+# file beside it that holds the frozen weights (so that the two files do not carry the DPM twice).
+DPM_WEIGHTS_KEY = "weights_file"
+
+
+def read_pdae_weights(path: Path) -> tuple[dict[str, Tensor], dict]:
+    """(state dict, config) of a PDAE weights file, with the frozen DPM's weights read from the file it
+    names when it names one (see `refer_to_dpm`)."""
+    state, config = load_weights(path)
+    dpm_name = config.get("dpm", {}).get(DPM_WEIGHTS_KEY)
+    if dpm_name is None:
+        return state, config
+    dpm_path = Path(path).parent / dpm_name
+    if not dpm_path.is_file():
+        raise CheckpointError(f"{path} takes its frozen DPM from {dpm_name}, which is not beside it ({dpm_path})")
+    dpm_state, dpm_config = load_weights(dpm_path)
+    own_config = {k: v for k, v in config["dpm"].items() if k != DPM_WEIGHTS_KEY}
+    if dpm_config != own_config:
+        raise CheckpointError(f"{path} names {dpm_path} as its frozen DPM, but that file holds another DPM "
+                              "(architecture or schedule differ)")
+    return {**state, **{f"dpm.{k}": v for k, v in dpm_state.items()}}, {**config, "dpm": own_config}
+
+
+def refer_to_dpm(state: dict[str, Tensor], config: dict, dpm_path: Path) -> tuple[dict[str, Tensor], dict]:
+    """A PDAE's (state, config) without the frozen DPM's weights, naming `dpm_path` instead: a file that must
+    lie beside the PDAE file and hold exactly the same DPM (cast `state` to the shipping precision first)."""
+    dpm_state, dpm_config = load_weights(dpm_path)
+    if dpm_config != json.loads(json.dumps(config["dpm"])):  # as stored: tuples become lists
+        raise CheckpointError(f"{dpm_path} holds another DPM than the PDAE's (architecture or schedule differ)")
+    for key, value in dpm_state.items():
+        saved = state.get(f"dpm.{key}")
+        if saved is None or not torch.equal(saved.to(value.dtype), value):
+            raise CheckpointError(f"{dpm_path} holds other weights than the PDAE's frozen DPM (first: {key})")
+    parts = {k: v for k, v in state.items() if not k.startswith("dpm.")}
+    return parts, {**config, "dpm": {**config["dpm"], DPM_WEIGHTS_KEY: Path(dpm_path).name}}
+
+
 def load_pdae(path: str | Path, sampling_coef: str | None = None,
               black_box: EpsFn | None = None) -> PDAE | DiffAE:
     """Load a PDAE run folder or its .safetensors file (the frozen DPM travels inside it), or a folder
@@ -218,7 +256,7 @@ def load_pdae(path: str | Path, sampling_coef: str | None = None,
         state, config = read_exported(weights_path)
     else:
         weights_path = resolve_weights_path(Path(path))
-        state, config = load_weights(weights_path)
+        state, config = read_pdae_weights(weights_path)
     if sampling_coef is not None:
         if config.get("kind") == "diffae":
             raise PdaeError(f"{weights_path} is a Diff-AE run, which has no shift coefficient to override")

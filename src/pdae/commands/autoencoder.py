@@ -186,10 +186,11 @@ def same_dpm(run_dir: Path, dpm: Path) -> bool:
     import torch
 
     from pdae.backbones import load_dpm
-    from pdae.checkpoint import load_weights, resolve_weights_path
+    from pdae.checkpoint import resolve_weights_path
+    from pdae.model import read_pdae_weights
 
     backbone, schedule = load_dpm(dpm)
-    state, config = load_weights(resolve_weights_path(run_dir))
+    state, config = read_pdae_weights(resolve_weights_path(run_dir))
     if json.dumps(backbone.to_config(schedule), sort_keys=True) != json.dumps(config["dpm"], sort_keys=True):
         return False
     return all(torch.equal(value.float(), state.get(f"dpm.{key}", torch.empty(0)))
