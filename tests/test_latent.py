@@ -173,6 +173,34 @@ def test_eval_reports_the_fid_of_latent_dpm_samples(tmp_path, monkeypatch, make_
     assert "pdae latent fit" in json.loads(out.read_text())["sample_fid"]["missing"]
 
 
+def test_sample_scores_the_fid_of_dpm_and_pdae_samples_against_a_dataset(tmp_path, monkeypatch, make_latent_run):
+    """`pdae sample --fid DATA` (a DPM's samples, or a PDAE's through its latent DPM) reports the FID that a
+    hand computation on the written samples and the dataset's images gives, and saves it as JSON."""
+    run, data = make_latent_run(tmp_path)
+    monkeypatch.setattr(fid, "CACHE_DIR", tmp_path / "fid-cache")
+    classifier = tmp_path / "classifier.safetensors"
+    torch.manual_seed(0)
+    config = classifier_config(1, 3, 8, widths=(8, 8))
+    save_weights(classifier, build_classifier(config).state_dict(), config)
+    features = classifier_features(classifier)
+    reference = open_dataset(data, image_size=8, channels=1, split="test")
+    reference_features = features(to_unit_range(torch.cat([x for x, _ in iterate_batches(reference, 100)])))
+    for source in (["--dpm", str(tmp_path / "dpm")], [str(run)]):
+        out = tmp_path / "samples.png"
+        result = runner.invoke(app, ["sample", *source, "-n", "7", "--steps", "3", "-o", str(out), "--npz",
+                                     str(tmp_path / "s.npz"), "--fid", str(data), "--fid-features", str(classifier),
+                                     "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(out.with_suffix(".json").read_text())
+        samples = torch.from_numpy(np.load(tmp_path / "s.npz")["samples"])
+        expected = frechet_distance(features(samples), reference_features)
+        assert report["fid"] == pytest.approx(expected, rel=1e-4)
+        assert report["num_samples"] == 7 and report["reference_images"] == len(reference)
+        assert f"FID {expected:.2f}" in result.output
+    result = runner.invoke(app, ["sample", str(run), "--scale", "0,1", "--fid", str(data)])
+    assert result.exit_code != 0 and "one --scale" in result.output
+
+
 def test_few_shot_filter_keeps_only_the_requested_class():
     latent = LatentDPM(LatentMLPConfig(dim=4, width=16, depth=2), NoiseSchedule("linear", 1000)).eval()
     g = torch.Generator().manual_seed(0)

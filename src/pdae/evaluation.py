@@ -95,13 +95,19 @@ def sample_fid(model: PDAE | DiffAE, latent: LatentDPM, reference: ReferenceImag
             images = sample_images(model, latent, seeds, steps)
             sample_features.append(features(to_unit_range(images.cpu())))
             bar.update(len(seeds))
+    return {**fid_against(torch.cat(sample_features), reference, features, feature_name),
+            "decoding_steps": steps.decoding}
+
+
+def fid_against(sample_features: torch.Tensor, reference: ReferenceImages, features: FeatureFn,
+                feature_name: str) -> dict:
+    """FID between samples' features and the reference images' (whose statistics are cached per dataset)."""
     dataset, source, selection = reference
     reference_stats = reference_statistics(
         source, lambda: (to_unit_range(x) for x, _ in iterate_batches(dataset, 500)), features, feature_name,
         selection)
-    return {"fid": frechet_from_statistics(statistics(torch.cat(sample_features)), reference_stats),
-            "num_samples": num_samples, "reference_images": len(dataset), "feature_network": feature_name,
-            "decoding_steps": steps.decoding}
+    return {"fid": frechet_from_statistics(statistics(sample_features), reference_stats),
+            "num_samples": len(sample_features), "reference_images": len(dataset), "feature_network": feature_name}
 
 
 def attribute_report(model: PDAE, train_set: ImageDataset, test_set: ImageDataset,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from pdae.backbones.adm import PRESETS, preset_name
 from pdae.commands import options as o
 from pdae.errors import PdaeError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 PresetName = Annotated[str, typer.Option(  # one line per preset ("\n\n" keeps them apart in --help)
     "--preset", help="UNet architecture (inspect-dpm names a checkpoint's):\n\n" + "\n\n".join(
@@ -129,15 +132,26 @@ def sample(
     batch_size: o.BatchSize = 256,
     npz: Annotated[Optional[Path], typer.Option(help="Also write the samples as an (N, C, H, W) array "
                                                 "in [0, 1] under the key 'samples'.")] = None,
+    fid: Annotated[Optional[Path], typer.Option(
+        help="Also score the samples by their FID against these images (their test split when they have "
+             "one), printed and saved as <out>.json: the TF-FID Inception for RGB (pip install 'pdae[fid]'), "
+             "the shipped MNIST classifier for 28 px digits, or --fid-features.")] = None,
+    fid_features: Annotated[Optional[Path], typer.Option(
+        help="With --fid: a pdae classifier (run or .safetensors) whose pooled features FID compares.")] = None,
     device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
-    """Draw samples from a DPM, or from a PDAE through its latent DPM; write a PNG grid (and an .npz)."""
+    """Draw samples from a DPM, or from a PDAE through its latent DPM; write a PNG grid (and an .npz), and
+    with --fid their FID against a dataset."""
     from pdae.backbones import load_dpm
     from pdae.images import save_grid, save_npz
     from pdae.sampling import sample_with_dpm
 
     o.choice(sampler, ("ddim", "ddpm"), "sampler")
+    if fid is not None and "," in scale:
+        raise typer.BadParameter("--fid scores samples of one G scale: give one --scale")
+    if fid is None and fid_features is not None:
+        raise typer.BadParameter("--fid-features applies with --fid DATA")
     if run is not None:
         from pdae.commands.latent import sample_from_pdae
 
@@ -148,8 +162,10 @@ def sample(
             scales = [float(v) for v in scale.split(",")]
         except ValueError:
             raise typer.BadParameter(f"--scale must be comma-separated numbers, got {scale!r}") from None
-        sample_from_pdae(run, out, num, steps, seed, batch_size, latent, latent_steps, stop_fraction,
-                         truncate, label, scales, npz, device, threads)
+        images = sample_from_pdae(run, out, num, steps, seed, batch_size, latent, latent_steps, stop_fraction,
+                                  truncate, label, scales, npz, device, threads)
+        if fid is not None:
+            report_fid(images, fid, fid_features, {"run": str(run), "decoding_steps": steps}, out)
         return
     pdae_only = [name for name in ("latent", "latent_steps", "stop_fraction", "truncate", "label", "scale")
                  if o.typed(name)]
@@ -164,6 +180,30 @@ def sample(
     o.console.print(f"wrote {save_grid(images, out)}")
     if npz is not None:
         o.console.print(f"wrote {save_npz(npz, samples=images)}")
+    if fid is not None:
+        report_fid(images, fid, fid_features, {"dpm": str(dpm), "sampler": sampler, "steps": steps}, out)
+
+
+def report_fid(images: Tensor, data: Path, classifier: Path | None, settings: dict, out: Path) -> None:
+    """Print and save (<out>.json) the FID of samples in [-1, 1] against `data`'s test split, or all of
+    `data` when it has no split, at the samples' resolution and channel count."""
+    import torch
+
+    from pdae.data import open_dataset, to_unit_range
+    from pdae.evaluation import fid_against
+    from pdae.fid import feature_network
+
+    _, channels, size, _ = images.shape
+    reference = open_dataset(data, image_size=size, channels=channels, split="test")
+    which = f"{reference.source.split} split" if reference.source.split else "all images"
+    features, name = feature_network(channels, size, classifier)
+    sample_features = torch.cat([features(to_unit_range(batch)) for batch in images.split(250)])
+    report = {**fid_against(sample_features, (reference, data, f"{which}|{channels}x{size}"), features, name),
+              **settings, "reference": f"{data} ({which})"}
+    path = out.with_suffix(".json")
+    path.write_text(json.dumps(report, indent=2))
+    o.console.print(f"FID {report['fid']:.2f} of {report['num_samples']} samples against "
+                    f"{report['reference_images']} images of {report['reference']}, {name} -> {path}")
 
 
 def inspect_dpm(

@@ -96,9 +96,10 @@ def cached_codes(run: Path, data: Path, split: str, limit: int | None, out: Path
 def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batch_size: int,
                      latent: Path | None, latent_steps: int, stop_fraction: float | None, truncate: float | None,
                      label: int | None, scales: list[float], npz: Path | None, device: str | None,
-                     threads: int | None) -> None:
+                     threads: int | None) -> torch.Tensor:
     """`pdae sample RUN`: one row of samples per G scale, as a PNG (and .npz): latent-DPM codes decoded by
-    the PDAE from random x_T, or for a class-conditional PDAE the embedding of class `label`."""
+    the PDAE from random x_T, or for a class-conditional PDAE the embedding of class `label`. Returns the
+    samples (in [-1, 1], on the CPU)."""
     from pdae.autoencode import StepCounts, decode_from_noise
     from pdae.errors import PdaeError
     from pdae.images import save_grid, save_npz
@@ -140,6 +141,7 @@ def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batc
                     + (f" (rows: G scale {', '.join(f'{s:g}' for s in scales)})" if len(scales) > 1 else ""))
     if npz is not None:
         o.console.print(f"wrote {save_npz(npz, samples=images)}")
+    return images
 
 
 def fewshot(
