@@ -471,3 +471,26 @@ def test_a_16_bit_image_keeps_its_grey_levels(tmp_path):
     Image.fromarray(values).save(tmp_path / "g16.png")
     x = load_image(tmp_path / "g16.png", 2, 1)
     np.testing.assert_allclose(x[0].numpy(), np.array([[0, 64], [128, 255]]) / 127.5 - 1, atol=1e-6)
+
+
+def test_a_limited_folder_is_a_spread_out_sample_while_an_idx_file_keeps_its_order(tmp_path):
+    """Sorted file names group labels (UTKFace's begin with the age, class folders sort by class): a folder's
+    --limit takes a fixed sample spread over it, the same on every call and nested for smaller limits, with
+    images, class labels and CSV columns of the same files; an IDX file's limit keeps its first N."""
+    rows = ["file,age"]
+    for k in range(40):
+        name = f"{'cat' if k < 20 else 'dog'}/{k:02d}.png"
+        save_image(tmp_path / name, np.full((4, 4), k, np.uint8))
+        rows.append(f"{name},{k}")
+    (tmp_path / "ages.csv").write_text("\n".join(rows) + "\n")
+    by_class = open_dataset(tmp_path, image_size=4, channels=1, labels="folders", limit=10)
+    by_age = open_dataset(tmp_path, image_size=4, channels=1, labels=tmp_path / "ages.csv", label_column="age",
+                          limit=10)
+    files = [round(float(by_class[i][0][0, 0, 0] + 1) / 2 * 255) for i in range(10)]  # pixel value = file k
+    assert files == sorted(files) and len(set(files)) == 10 and max(files) - min(files) >= 20
+    assert by_class.class_labels().tolist() == [int(k >= 20) for k in files] == [by_class[i][1] for i in range(10)]
+    assert by_age.label_table("age")["age"].tolist() == files == [by_age[i][1] for i in range(10)]
+    smaller = open_dataset(tmp_path, image_size=4, channels=1, limit=4)
+    assert {round(float(smaller[i][0][0, 0, 0] + 1) / 2 * 255) for i in range(4)} <= set(files)
+    assert open_dataset(tmp_path, image_size=4, channels=1, limit=40).class_labels() is None  # no labels asked
+    assert open_dataset(MNIST, image_size=28, channels=1, limit=3).class_labels().tolist() == [5, 0, 4]

@@ -56,9 +56,10 @@ def accepted_codes(latent: LatentDPM, classifier: CodeClassifier, label: int, nu
 
 def first_of_each_class(dataset: ImageDataset, shots: int | None) -> list[int]:
     """Indices of the first `shots` items of every class (all labelled items when shots is None)."""
-    if dataset.source.labels is None:
+    class_labels = dataset.class_labels()
+    if class_labels is None:
         raise DataError(f"the support set {dataset.describe()} has no labels: pass --labels")
-    labels = [int(label) for label in dataset.source.labels[: len(dataset)]]
+    labels = [int(label) for label in class_labels]
     taken: dict[int, int] = {}
     picked = []
     for index, label in enumerate(labels):

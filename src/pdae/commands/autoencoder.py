@@ -246,7 +246,7 @@ def reconstruct(
     images: o.Images = o.SHIPPED_MNIST,
     out: o.Out = Path("reconstructions.png"),
     split: o.Split = "test",
-    limit: Annotated[int, typer.Option(min=1, help="Number of images (the first N).")] = 16,
+    limit: Annotated[int, typer.Option(min=1, help=f"Number of images: {o.LIMIT_HELP}.")] = 16,
     inversion_steps: InversionSteps = DEFAULT.inversion,
     decoding_steps: DecodingSteps = DEFAULT.decoding,
     refine: Refine = DEFAULT.refine,

@@ -53,7 +53,9 @@ Data = Annotated[Path, typer.Option("--data",
                                          "folder or an .npz file. "
                                          "Default: the MNIST copy shipped with pdae.")]
 Split = Annotated[str, typer.Option(help="Dataset split, for datasets that have one (train or test).")]
-Limit = Annotated[Optional[int], typer.Option(min=0, help="Use only the first N images.")]
+LIMIT_HELP = ("the first N of an IDX, .npz or LMDB file; of an image folder, whose sorted names can group "
+              "labels, a fixed sample of N spread over it")
+Limit = Annotated[Optional[int], typer.Option(min=0, help=f"Use only N images: {LIMIT_HELP}.")]
 Threads = Annotated[
     Optional[int], typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")
 ]

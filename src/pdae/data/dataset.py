@@ -33,6 +33,7 @@ class ImageDataset(Dataset):
         self.hflip = hflip
         self.length = len(source) if limit is None else min(limit, len(source))
         self.num_classes = source.num_classes
+        self._items = _subset(source, self.length)
 
     def __len__(self) -> int:
         return self.length
@@ -42,11 +43,16 @@ class ImageDataset(Dataset):
         i = operator.index(i)
         if not 0 <= i < self.length:
             raise IndexError(f"index {i} out of range for a dataset of {self.length} items")
-        x = self.source.image(i)
+        x = self.source.image(self._items[i])
         if self.hflip and _coin(seed, epoch, i):
             x = x.flip(-1)
         labels = self.source.labels
-        return x, -1 if labels is None else int(labels[i])
+        return x, -1 if labels is None else int(labels[self._items[i]])
+
+    def class_labels(self) -> np.ndarray | None:
+        """Every item's class label in dataset order, or None for an unlabelled source."""
+        labels = self.source.labels
+        return None if labels is None else np.asarray(labels)[self._items]
 
     def label_table(self, columns: str | Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Label columns by name, each with one value per item in dataset order, for attribute work.
@@ -64,13 +70,23 @@ class ImageDataset(Dataset):
         if unknown:
             raise DataError(f"no label column {unknown[0]!r} in {self.source.path}; its columns: "
                             f"{', '.join(table) or 'none (it has no labels)'}")
-        return {name: table[name][: self.length] for name in names}
+        return {name: np.asarray(table[name])[self._items] for name in names}
 
     def describe(self) -> str:
         """One line for logs: kind, path, item count, split and classes."""
         classes = f", {self.num_classes} classes" if self.num_classes else ""
         split = self.source.split or "n/a"
         return f"{self.source.kind} dataset {self.source.path}: {self.length} images, split {split}{classes}"
+
+
+def _subset(source: Source, length: int) -> np.ndarray:
+    """The source indices of a dataset of `length` items: the first ones in the source's own order (an
+    IDX, .npz or LMDB file keeps the order its makers gave it), but for a folder a fixed spread-out sample,
+    in listing order: sorted file names can group labels (UTKFace's begin with the age, class folders
+    sort by class), so its first N would be N images of one kind."""
+    if source.kind != "folder" or length == len(source):
+        return np.arange(length)
+    return np.sort(np.random.default_rng(0).permutation(len(source))[:length])
 
 
 def _coin(seed: int, epoch: int, index: int) -> bool:
