@@ -199,6 +199,9 @@ def test_sample_scores_the_fid_of_dpm_and_pdae_samples_against_a_dataset(tmp_pat
         assert f"FID {expected:.2f}" in result.output
     result = runner.invoke(app, ["sample", str(run), "--scale", "0,1", "--fid", str(data)])
     assert result.exit_code != 0 and "one --scale" in result.output
+    result = runner.invoke(app, ["sample", "--dpm", str(tmp_path / "dpm"), "-o", str(tmp_path / "none.png"),
+                                 "--fid", str(tmp_path / "nowhere")])
+    assert result.exit_code != 0 and "exist" in result.output and not (tmp_path / "none.png").exists()
 
 
 def test_few_shot_filter_keeps_only_the_requested_class():

@@ -152,6 +152,8 @@ def sample(
         raise typer.BadParameter("--fid scores samples of one G scale: give one --scale")
     if fid is None and fid_features is not None:
         raise typer.BadParameter("--fid-features applies with --fid DATA")
+    if fid is not None and not fid.exists():  # checked before minutes of sampling, not after
+        raise typer.BadParameter(f"--fid {fid} does not exist: give the images to compare the samples with")
     if run is not None:
         from pdae.commands.latent import sample_from_pdae
 
