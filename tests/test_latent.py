@@ -140,15 +140,21 @@ def test_sample_stops_the_shift_for_the_last_measured_share_of_steps_by_default(
     assert np.abs(samples["default"] - samples["0"]).max() > 1e-3
 
 
+def tiny_classifier(folder: Path) -> Path:
+    """A random 3-class classifier of 8 x 8 grayscale images, as a .safetensors file: FID's features."""
+    path = folder / "classifier.safetensors"
+    torch.manual_seed(0)
+    config = classifier_config(1, 3, 8, widths=(8, 8))
+    save_weights(path, build_classifier(config).state_dict(), config)
+    return path
+
+
 def test_eval_reports_the_fid_of_latent_dpm_samples(tmp_path, monkeypatch, make_latent_run):
     """`pdae eval` samples codes from the run's latent DPM, decodes them and compares them with the test
     split on a classifier's features: the same number as computing it by hand."""
     run, data = make_latent_run(tmp_path)
     monkeypatch.setattr(fid, "CACHE_DIR", tmp_path / "fid-cache")
-    classifier = tmp_path / "classifier.safetensors"
-    torch.manual_seed(0)
-    config = classifier_config(1, 3, 8, widths=(8, 8))
-    save_weights(classifier, build_classifier(config).state_dict(), config)
+    classifier = tiny_classifier(tmp_path)
     out = tmp_path / "eval.json"
     result = runner.invoke(app, ["eval", str(run), str(data), "-o", str(out), "--limit", "2", "--inversion-steps",
                                  "2", "--decoding-steps", "3", "--probe-train", "24", "--gap-images", "2",
@@ -178,10 +184,7 @@ def test_sample_scores_the_fid_of_dpm_and_pdae_samples_against_a_dataset(tmp_pat
     hand computation on the written samples and the dataset's images gives, and saves it as JSON."""
     run, data = make_latent_run(tmp_path)
     monkeypatch.setattr(fid, "CACHE_DIR", tmp_path / "fid-cache")
-    classifier = tmp_path / "classifier.safetensors"
-    torch.manual_seed(0)
-    config = classifier_config(1, 3, 8, widths=(8, 8))
-    save_weights(classifier, build_classifier(config).state_dict(), config)
+    classifier = tiny_classifier(tmp_path)
     features = classifier_features(classifier)
     reference = open_dataset(data, image_size=8, channels=1, split="test")
     reference_features = features(to_unit_range(torch.cat([x for x, _ in iterate_batches(reference, 100)])))

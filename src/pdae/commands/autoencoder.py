@@ -370,10 +370,7 @@ def evaluate(
         min=0, help="Samples (latent-DPM codes decoded from random x_T in --decoding-steps DDIM steps) whose "
                     "FID against the test split is reported when the run has a latent DPM (pdae latent fit); "
                     "0 skips it.")] = 1000,
-    fid_features: Annotated[Optional[Path], typer.Option(
-        help="A pdae classifier (run or .safetensors) whose pooled features FID compares; default: the "
-             "shipped MNIST classifier for 28 px digits, else the TF-FID Inception of pip install "
-             "'pdae\\[fid]'.")] = None,
+    fid_features: o.FidFeatures = None,
     latent: Annotated[Optional[Path], typer.Option(
         help="The latent DPM that samples codes for FID; default: where pdae latent fit puts it.")] = None,
     seed: o.Seed = 0,

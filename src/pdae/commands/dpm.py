@@ -136,8 +136,7 @@ def sample(
         help="Also score the samples by their FID against these images (their test split when they have "
              "one), printed and saved as <out>.json: the TF-FID Inception for RGB (pip install 'pdae[fid]'), "
              "the shipped MNIST classifier for 28 px digits, or --fid-features.")] = None,
-    fid_features: Annotated[Optional[Path], typer.Option(
-        help="With --fid: a pdae classifier (run or .safetensors) whose pooled features FID compares.")] = None,
+    fid_features: o.FidFeatures = None,
     device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:

@@ -136,3 +136,7 @@ def refuse_changed_on_resume(run_dir: Path, options: dict[str, tuple[object, obj
     if changed:
         raise PdaeError(f"--resume continues {run_dir} with the model it was started with; drop or correct "
                         f"the options that differ: {'; '.join(changed)}")
+
+FidFeatures = Annotated[Optional[Path], typer.Option(
+    help="A pdae classifier (run or .safetensors) whose pooled features FID compares; default: the shipped "
+         "MNIST classifier for 28 px digits, else the TF-FID Inception of pip install 'pdae\\[fid]'.")]
