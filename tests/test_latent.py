@@ -200,6 +200,19 @@ def test_sample_scores_the_fid_of_dpm_and_pdae_samples_against_a_dataset(tmp_pat
         assert report["fid"] == pytest.approx(expected, rel=1e-4)
         assert report["num_samples"] == 7 and report["reference_images"] == len(reference)
         assert f"FID {expected:.2f}" in result.output
+    few = open_dataset(data, image_size=8, channels=1, split="test", limit=3)  # a CPU user's cheaper reference
+    result = runner.invoke(app, ["sample", "--dpm", str(tmp_path / "dpm"), "-n", "7", "--steps", "3", "-o", str(out),
+                                 "--npz", str(tmp_path / "s.npz"), "--fid", str(data), "--fid-features",
+                                 str(classifier), "--fid-reference-images", "3", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.with_suffix(".json").read_text())
+    samples = torch.from_numpy(np.load(tmp_path / "s.npz")["samples"])
+    few_features = features(to_unit_range(torch.cat([x for x, _ in iterate_batches(few, 100)])))
+    assert len(few) == 3 < len(reference) and report["reference_images"] == 3
+    assert report["fid"] == pytest.approx(frechet_distance(features(samples), few_features), rel=1e-4)
+    assert len(list((tmp_path / "fid-cache").iterdir())) == 2  # not the whole split's statistics again
+    result = runner.invoke(app, ["sample", "--dpm", str(tmp_path / "dpm"), "--fid-reference-images", "3"])
+    assert result.exit_code != 0 and "applies with --fid" in result.output
     result = runner.invoke(app, ["sample", str(run), "--scale", "0,1", "--fid", str(data)])
     assert result.exit_code != 0 and "one --scale" in result.output
     result = runner.invoke(app, ["sample", "--dpm", str(tmp_path / "dpm"), "-o", str(tmp_path / "none.png"),

@@ -371,6 +371,7 @@ def evaluate(
                     "FID against the test split is reported when the run has a latent DPM (pdae latent fit); "
                     "0 skips it.")] = 1000,
     fid_features: o.FidFeatures = None,
+    fid_reference_images: o.FidReferenceImages = None,
     latent: Annotated[Optional[Path], typer.Option(
         help="The latent DPM that samples codes for FID; default: where pdae latent fit puts it.")] = None,
     seed: o.Seed = 0,
@@ -427,8 +428,8 @@ def evaluate(
     report["probe_train_images"], report["probe_label_column"] = probe_train, label_column
     if columns:
         report["attributes"] = attribute_report(model, *probe_sets, columns)
-    report["sample_fid"] = samples_fid_report(Path(run), model, images, fid_samples, fid_features, latent,
-                                              steps, seed, target)
+    report["sample_fid"] = samples_fid_report(Path(run), model, images, fid_samples, fid_reference_images,
+                                              fid_features, latent, steps, seed, target)
     x_batch, _ = next(iterate_batches(test_set, 64))
     report["train_images_per_s"] = {"fp32": training_throughput(model, x_batch, bf16=False),
                                     "bf16": training_throughput(model, x_batch, bf16=True)}
@@ -451,8 +452,9 @@ def evaluate(
                     f"{out.with_suffix('.md')}")
 
 
-def samples_fid_report(run: Path, model, images: Path, num_samples: int, classifier: Path | None,
-                       latent: Path | None, steps: StepCounts, seed: int, device: torch.device) -> dict:
+def samples_fid_report(run: Path, model, images: Path, num_samples: int, reference_limit: int | None,
+                       classifier: Path | None, latent: Path | None, steps: StepCounts, seed: int,
+                       device: torch.device) -> dict:
     """`pdae eval`'s FID of samples, or {"missing": why} when it cannot be computed (no latent DPM, no
     feature network for these images, or --fid-samples 0)."""
     from pdae.errors import CheckpointError, PdaeError
@@ -470,8 +472,8 @@ def samples_fid_report(run: Path, model, images: Path, num_samples: int, classif
         features, name = feature_network(model.in_channels, model.image_size, classifier, device)
     except PdaeError as error:
         return {"missing": str(error)}
-    reference = (open_images(images, model, "test", None), Path(images),
-                 f"test|{model.in_channels}x{model.image_size}")
+    reference = (open_images(images, model, "test", reference_limit), Path(images),
+                 f"test|{reference_limit or 'all'}|{model.in_channels}x{model.image_size}")
     return sample_fid(model, latent_dpm, reference, features, name, num_samples, steps, seed)
 
 

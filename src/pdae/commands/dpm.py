@@ -137,6 +137,7 @@ def sample(
              "one), printed and saved as <out>.json: the TF-FID Inception for RGB (pip install 'pdae[fid]'), "
              "the shipped MNIST classifier for 28 px digits, or --fid-features.")] = None,
     fid_features: o.FidFeatures = None,
+    fid_reference_images: o.FidReferenceImages = None,
     device: o.Device = None,
     threads: o.Threads = None,
 ) -> None:
@@ -149,8 +150,9 @@ def sample(
     o.choice(sampler, ("ddim", "ddpm"), "sampler")
     if fid is not None and "," in scale:
         raise typer.BadParameter("--fid scores samples of one G scale: give one --scale")
-    if fid is None and fid_features is not None:
-        raise typer.BadParameter("--fid-features applies with --fid DATA")
+    if fid is None and (fid_features is not None or fid_reference_images is not None):
+        flag = "--fid-features" if fid_features is not None else "--fid-reference-images"
+        raise typer.BadParameter(f"{flag} applies with --fid DATA")
     if fid is not None and not fid.exists():  # checked before minutes of sampling, not after
         raise typer.BadParameter(f"--fid {fid} does not exist: give the images to compare the samples with")
     if run is not None:
@@ -166,7 +168,8 @@ def sample(
         images = sample_from_pdae(run, out, num, steps, seed, batch_size, latent, latent_steps, stop_fraction,
                                   truncate, label, scales, npz, device, threads)
         if fid is not None:
-            report_fid(images, fid, fid_features, {"run": str(run), "decoding_steps": steps}, out)
+            report_fid(images, fid, fid_reference_images, fid_features, {"run": str(run), "decoding_steps": steps},
+                       out)
         return
     pdae_only = [name for name in ("latent", "latent_steps", "stop_fraction", "truncate", "label", "scale")
                  if o.typed(name)]
@@ -182,12 +185,15 @@ def sample(
     if npz is not None:
         o.console.print(f"wrote {save_npz(npz, samples=images)}")
     if fid is not None:
-        report_fid(images, fid, fid_features, {"dpm": str(dpm), "sampler": sampler, "steps": steps}, out)
+        report_fid(images, fid, fid_reference_images, fid_features,
+                   {"dpm": str(dpm), "sampler": sampler, "steps": steps}, out)
 
 
-def report_fid(images: Tensor, data: Path, classifier: Path | None, settings: dict, out: Path) -> None:
-    """Print and save (<out>.json) the FID of samples in [-1, 1] against `data`'s test split, or all of
-    `data` when it has no split, at the samples' resolution and channel count."""
+def report_fid(images: Tensor, data: Path, reference_limit: int | None, classifier: Path | None, settings: dict,
+               out: Path) -> None:
+    """Print and save (<out>.json) the FID of samples in [-1, 1] against `data`'s test split (or all of
+    `data` when it has no split; `reference_limit` of them when given), at the samples' resolution and
+    channel count."""
     import torch
 
     from pdae.data import open_dataset, to_unit_range
@@ -195,8 +201,9 @@ def report_fid(images: Tensor, data: Path, classifier: Path | None, settings: di
     from pdae.fid import feature_network
 
     _, channels, size, _ = images.shape
-    reference = open_dataset(data, image_size=size, channels=channels, split="test")
+    reference = open_dataset(data, image_size=size, channels=channels, split="test", limit=reference_limit)
     which = f"{reference.source.split} split" if reference.source.split else "all images"
+    which += f", {len(reference)} of them" if reference_limit is not None else ""
     features, name = feature_network(channels, size, classifier)
     sample_features = torch.cat([features(to_unit_range(batch)) for batch in images.split(250)])
     report = {**fid_against(sample_features, (reference, data, f"{which}|{channels}x{size}"), features, name),
