@@ -54,3 +54,26 @@ def test_every_model_command_runs_with_device_cuda(tmp_path):
     for args in commands:
         result = runner.invoke(app, args)
         assert result.exit_code == 0, (args[0], result.output)
+
+
+def test_sample_fid_computes_its_features_on_the_sampling_device(tmp_path, monkeypatch):
+    """`pdae sample --fid` hands the feature network the device the samples came from, not the CPU."""
+    import pdae.fid
+
+    seen = []
+
+    def spy_network(channels, image_size, classifier=None, device="cpu"):
+        seen.append(torch.device(device))
+        return (lambda images: images.flatten(1)[:, :4].double()), "first pixels"
+
+    monkeypatch.setattr(pdae.fid, "feature_network", spy_network)
+    monkeypatch.setattr(pdae.fid, "CACHE_DIR", tmp_path / "fid-cache")
+    data = tmp_path / "d.npz"
+    np.savez(data, images=np.random.default_rng(0).integers(0, 256, (16, 8, 8), dtype=np.uint8))
+    for args in (["pretrain", "--out", str(tmp_path / "dpm"), "--data", str(data), "--image-size", "8", "--preset",
+                  "tiny", "--images", "16", "--batch-size", "8", "--device", "cuda"],
+                 ["sample", "--dpm", str(tmp_path / "dpm"), "-n", "6", "--steps", "3", "-o", str(tmp_path / "s.png"),
+                  "--fid", str(data), "--device", "cuda"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args[0], result.output)
+    assert [device.type for device in seen] == ["cuda"]

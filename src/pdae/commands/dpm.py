@@ -169,7 +169,7 @@ def sample(
                                   truncate, label, scales, npz, device, threads)
         if fid is not None:
             report_fid(images, fid, fid_reference_images, fid_features, {"run": str(run), "decoding_steps": steps},
-                       out)
+                       out, device)
         return
     pdae_only = [name for name in ("latent", "latent_steps", "stop_fraction", "truncate", "label", "scale")
                  if o.typed(name)]
@@ -186,17 +186,18 @@ def sample(
         o.console.print(f"wrote {save_npz(npz, samples=images)}")
     if fid is not None:
         report_fid(images, fid, fid_reference_images, fid_features,
-                   {"dpm": str(dpm), "sampler": sampler, "steps": steps}, out)
+                   {"dpm": str(dpm), "sampler": sampler, "steps": steps}, out, device)
 
 
 def report_fid(images: Tensor, data: Path, reference_limit: int | None, classifier: Path | None, settings: dict,
-               out: Path) -> None:
+               out: Path, device: str | None) -> None:
     """Print and save (<out>.json) the FID of samples in [-1, 1] against `data`'s test split (or all of
     `data` when it has no split; `reference_limit` of them when given), at the samples' resolution and
-    channel count."""
+    channel count; the feature network runs on `device`, as the sampling did."""
     import torch
 
     from pdae.data import open_dataset, to_unit_range
+    from pdae.device import pick_device
     from pdae.evaluation import fid_against
     from pdae.fid import feature_network
 
@@ -204,7 +205,7 @@ def report_fid(images: Tensor, data: Path, reference_limit: int | None, classifi
     reference = open_dataset(data, image_size=size, channels=channels, split="test", limit=reference_limit)
     which = f"{reference.source.split} split" if reference.source.split else "all images"
     which += f", {len(reference)} of them" if reference_limit is not None else ""
-    features, name = feature_network(channels, size, classifier)
+    features, name = feature_network(channels, size, classifier, pick_device(device))
     sample_features = torch.cat([features(to_unit_range(batch)) for batch in images.split(250)])
     report = {**fid_against(sample_features, (reference, data, f"{which}|{channels}x{size}"), features, name),
               **settings, "reference": f"{data} ({which})"}
