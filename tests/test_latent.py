@@ -174,6 +174,16 @@ def test_eval_reports_the_fid_of_latent_dpm_samples(tmp_path, monkeypatch, make_
 
     result = runner.invoke(app, ["eval", str(run), str(data), "-o", str(out), "--limit", "2", "--inversion-steps",
                                  "2", "--decoding-steps", "3", "--probe-train", "24", "--gap-images", "2",
+                                 "--fid-samples", "6", "--fid-features", str(classifier), "--fid-reference-images",
+                                 "3", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())["sample_fid"]
+    expected = frechet_distance(features(to_unit_range(samples)), features(to_unit_range(test_images[:3])))
+    assert report["reference_images"] == 3 and report["fid"] == pytest.approx(expected, rel=1e-6)
+    assert len(list((tmp_path / "fid-cache").iterdir())) == 2
+
+    result = runner.invoke(app, ["eval", str(run), str(data), "-o", str(out), "--limit", "2", "--inversion-steps",
+                                 "2", "--decoding-steps", "3", "--probe-train", "24", "--gap-images", "2",
                                  "--fid-samples", "6", "--latent", str(tmp_path / "nowhere"), "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "pdae latent fit" in json.loads(out.read_text())["sample_fid"]["missing"]

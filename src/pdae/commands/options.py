@@ -137,6 +137,7 @@ def refuse_changed_on_resume(run_dir: Path, options: dict[str, tuple[object, obj
         raise PdaeError(f"--resume continues {run_dir} with the model it was started with; drop or correct "
                         f"the options that differ: {'; '.join(changed)}")
 
+
 FidReferenceImages = Annotated[Optional[int], typer.Option(
     min=1, help="Compare with this many test images, not all of them: a fixed sample spread over a folder "
                 "(the first N of a file). Inception runs at a few images/s on a CPU.")]
