@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from pdae.attributes import MAX_CLASSES, binary_targets, fit_directions
 from pdae.autoencode import StepCounts, reconstruct
 from pdae.checkpoint import atomic_write
-from pdae.data import ImageDataset, collate, iterate_batches, to_unit_range
+from pdae.data import ImageDataset, collate, iterate_batches, open_dataset, to_unit_range
 from pdae.device import images_per_second
 from pdae.diagnostics import integrate_over_t, posterior_mean_gap
 from pdae.diffae import DiffAE
@@ -81,6 +81,16 @@ def _resumed_scores(resume_file: Path | None, settings: str) -> dict[str, list[t
 def _save_partial_scores(resume_file: Path, settings: str, scores: dict[str, list[torch.Tensor]]) -> None:
     arrays = {name: torch.cat(values).numpy() for name, values in scores.items()}
     atomic_write(resume_file, lambda tmp: np.savez(open(tmp, "wb"), settings=np.array(settings), **arrays))
+
+
+def test_reference(data: Path, image_size: int, channels: int, limit: int | None = None) -> ReferenceImages:
+    """What FID compares samples with: `data`'s test split (all of `data` when it has no split), `limit` of
+    them when given. Its description, which reports print, also keys the cached statistics, so `pdae eval`
+    and `pdae sample --fid` share them."""
+    dataset = open_dataset(data, image_size=image_size, channels=channels, split="test", limit=limit)
+    which = f"{dataset.source.split} split" if dataset.source.split else "all images"
+    which += f", {len(dataset)} of them" if limit is not None else ""
+    return dataset, Path(data), f"{which}|{channels}x{image_size}"
 
 
 def sample_fid(model: PDAE | DiffAE, latent: LatentDPM, reference: ReferenceImages, features: FeatureFn,

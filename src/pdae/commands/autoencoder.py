@@ -458,7 +458,7 @@ def samples_fid_report(run: Path, model, images: Path, num_samples: int, referen
     """`pdae eval`'s FID of samples, or {"missing": why} when it cannot be computed (no latent DPM, no
     feature network for these images, or --fid-samples 0)."""
     from pdae.errors import CheckpointError, PdaeError
-    from pdae.evaluation import sample_fid
+    from pdae.evaluation import sample_fid, test_reference
     from pdae.fid import feature_network
     from pdae.latent import open_latent_dpm
 
@@ -472,8 +472,7 @@ def samples_fid_report(run: Path, model, images: Path, num_samples: int, referen
         features, name = feature_network(model.in_channels, model.image_size, classifier, device)
     except PdaeError as error:
         return {"missing": str(error)}
-    reference = (open_images(images, model, "test", reference_limit), Path(images),
-                 f"test|{reference_limit or 'all'}|{model.in_channels}x{model.image_size}")
+    reference = test_reference(images, model.image_size, model.in_channels, reference_limit)
     return sample_fid(model, latent_dpm, reference, features, name, num_samples, steps, seed)
 
 

@@ -196,19 +196,18 @@ def report_fid(images: Tensor, data: Path, reference_limit: int | None, classifi
     channel count; the feature network runs on `device`, as the sampling did."""
     import torch
 
-    from pdae.data import open_dataset, to_unit_range
+    from pdae.data import to_unit_range
     from pdae.device import pick_device
-    from pdae.evaluation import fid_against
+    from pdae.evaluation import fid_against, test_reference
     from pdae.fid import feature_network
 
     _, channels, size, _ = images.shape
-    reference = open_dataset(data, image_size=size, channels=channels, split="test", limit=reference_limit)
-    which = f"{reference.source.split} split" if reference.source.split else "all images"
-    which += f", {len(reference)} of them" if reference_limit is not None else ""
+    reference = test_reference(data, size, channels, reference_limit)
     features, name = feature_network(channels, size, classifier, pick_device(device))
     sample_features = torch.cat([features(to_unit_range(batch)) for batch in images.split(250)])
-    report = {**fid_against(sample_features, (reference, data, f"{which}|{channels}x{size}"), features, name),
-              **settings, "reference": f"{data} ({which})"}
+    which = reference[2].split("|")[0]
+    report = {**fid_against(sample_features, reference, features, name), **settings,
+              "reference": f"{data} ({which})"}
     path = out.with_suffix(".json")
     path.write_text(json.dumps(report, indent=2))
     o.console.print(f"FID {report['fid']:.2f} of {report['num_samples']} samples against "
