@@ -75,6 +75,24 @@ def test_pretrain_then_sample_then_resume(tmp_path, digits_npz):
     assert grid.stat().st_size > 0
 
 
+def test_pretrain_init_continues_from_a_dpm_with_its_architecture(tmp_path, digits_npz):
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--data", str(digits_npz), "--batch-size", "8", "--threads", "1"]
+    result = runner.invoke(app, ["pretrain", "--out", str(first), "--images", "16", "--image-size", "8",
+                                 "--preset", "tiny", *common])
+    assert result.exit_code == 0, result.output
+
+    # No --preset or --image-size: the architecture is the initial DPM's (tiny at 8 px), not the defaults.
+    result = runner.invoke(app, ["pretrain", "--out", str(second), "--init", str(first / "ema.safetensors"),
+                                 "--images", "8", "--lr", "1e-9", *common])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((second / "config.json").read_text())["model"]["unet"]
+    assert (saved["image_size"], saved["model_channels"]) == (8, 32)
+    start, after = load_file(first / "ema.safetensors"), load_file(second / "ema.safetensors")
+    assert after.keys() == start.keys()
+    assert all(torch.allclose(after[k], start[k], atol=1e-6) for k in start)  # random weights would differ
+
+
 def test_user_errors_give_a_message_and_exit_code_2_without_traceback(tmp_path):
     result = pdae("sample", "--dpm", str(tmp_path / "missing"))
     assert result.returncode == 2
@@ -334,6 +352,9 @@ BAD_INPUTS = [  # (arguments with {run}, {dpm}, {data}, {tmp} filled in, what th
     (["pretrain", "--out", "{dpm}", "--data", "{data}", "--resume", "--image-size", "8", "--preset", "small"],
      "--preset small (the run has tiny)"),
     (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--schedule", "sigmoid"], "unknown noise schedule"),
+    (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--init", "{dpm}", "--preset", "small"],
+     "--preset small ({dpm} has tiny)"),
+    (["pretrain", "--out", "{dpm}", "--data", "{data}", "--init", "{dpm}", "--resume"], "give one of them"),
     (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--channels", "2"], "channels must be 1 or 3"),
     (["sample", "--dpm", "{dpm}", "--steps", "0"], "number of steps must be in"),
     (["sample", "--dpm", "{dpm}", "--device", "cuda:7"], "was asked for"),

@@ -15,6 +15,8 @@ from pdae.errors import PdaeError
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from pdae.backbones import LoadedDPM
+
 PresetName = Annotated[str, typer.Option(  # one line per preset ("\n\n" keeps them apart in --help)
     "--preset", help="UNet architecture (inspect-dpm names a checkpoint's):\n\n" + "\n\n".join(
         f"{name}: {preset.description}" for name, preset in PRESETS.items()))]
@@ -40,6 +42,19 @@ def saved_model_config(run_dir: Path, kind: str) -> dict:
     return config
 
 
+def initial_dpm(path: Path) -> LoadedDPM:
+    """The DPM that pretrain --init starts from: pretrain trains pdae's own UNet, so only checkpoints that
+    load into it qualify (not a diffusers folder)."""
+    from pdae.backbones import open_dpm
+    from pdae.nn.unet import UNet
+
+    loaded = open_dpm(path)
+    if not isinstance(loaded.unet, UNet):
+        raise PdaeError(f"--init {path}: a {loaded.family} model does not load into pdae's UNet, the network "
+                        f"pretrain trains")
+    return loaded
+
+
 def pretrain(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, config and logs.")],
     data: o.Data = o.SHIPPED_MNIST,
@@ -50,6 +65,10 @@ def pretrain(
     ] = 28,
     channels: Annotated[int, typer.Option(help="1 for grayscale, 3 for RGB.")] = 1,
     preset: PresetName = "small",
+    init: Annotated[Optional[Path], typer.Option(
+        "--init", help="Start from this DPM's weights instead of random ones, with its architecture and "
+                       "schedule: to train a DPM longer or fine-tune it on other images. Any checkpoint that "
+                       "pdae loads into its own UNet (inspect-dpm tells).")] = None,
     schedule: Annotated[str, typer.Option(help="Noise schedule: linear or cosine.")] = "linear",
     timesteps: Annotated[int, typer.Option(help="Number of diffusion steps T.")] = 1000,
     images: o.TotalImages = "1M",
@@ -77,18 +96,29 @@ def pretrain(
 
     target = o.prepare_runtime(threads, device)
     o.choice(preset, list(PRESETS), "preset")
+    if resume and init is not None:
+        raise PdaeError("--init starts a new run from a DPM and --resume continues a run: give one of them")
+    initial = initial_dpm(init) if init is not None else None
     if resume:
         model_config = saved_model_config(out, "dpm")
-        saved_unet, saved_schedule = model_config["unet"], model_config["schedule"]
-        size, chans = (saved_unet["image_size"], saved_unet["in_channels"])
-        o.refuse_changed_on_resume(out, {
-            "image_size": (size, image_size), "channels": (chans, channels),
-            "preset": (preset_name(UNetConfig.from_dict(saved_unet)), preset),
-            "schedule": (saved_schedule["name"], schedule),
-            "timesteps": (saved_schedule["num_timesteps"], timesteps)})
+    elif initial is not None:
+        model_config = dpm_config(initial.unet.config, initial.schedule)
     else:
         model_config = dpm_config(PRESETS[preset](image_size, channels), NoiseSchedule(schedule, timesteps))
-    unet, noise_schedule = build_dpm(model_config)
+    if resume or initial is not None:
+        saved_unet, saved_schedule = model_config["unet"], model_config["schedule"]
+        given = {"image_size": (saved_unet["image_size"], image_size),
+                 "channels": (saved_unet["in_channels"], channels),
+                 "preset": (preset_name(UNetConfig.from_dict(saved_unet)), preset),
+                 "schedule": (saved_schedule["name"], schedule),
+                 "timesteps": (saved_schedule["num_timesteps"], timesteps)}
+        if resume:
+            o.refuse_changed_on_resume(out, given)
+        else:
+            o.refuse_changed_model(str(init), f"--init starts from {init}'s architecture and schedule", given)
+    unet, noise_schedule = build_dpm(model_config) if initial is None else (initial.unet, initial.schedule)
+    if initial is not None:
+        o.console.print(f"starting from the weights of {init}")
     dataset = open_dataset(data, image_size=unet.config.image_size, channels=unet.config.in_channels,
                            split=split, limit=limit, hflip=hflip, skip_bad=skip_bad)
     o.console.print(f"data: {dataset.describe()}")

@@ -126,16 +126,22 @@ def typed(name: str) -> bool:
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
-def refuse_changed_on_resume(run_dir: Path, options: dict[str, tuple[object, object]]) -> None:
-    """--resume rebuilds the model from the run: a model option typed with another value is an error.
+def refuse_changed_model(source: str, why: str, options: dict[str, tuple[object, object]]) -> None:
+    """The model comes from `source` (a run to resume, a DPM to start from): a model option typed with
+    another value is an error, never silently ignored.
 
-    `options` maps an option's Python name to (the run's value, the value given now).
+    `options` maps an option's Python name to (the source's value, the value given now).
     """
-    changed = [f"--{name.replace('_', '-')} {given} (the run has {saved})"
+    changed = [f"--{name.replace('_', '-')} {given} ({source} has {saved})"
                for name, (saved, given) in options.items() if typed(name) and saved != given]
     if changed:
-        raise PdaeError(f"--resume continues {run_dir} with the model it was started with; drop or correct "
-                        f"the options that differ: {'; '.join(changed)}")
+        raise PdaeError(f"{why}; drop or correct the options that differ: {'; '.join(changed)}")
+
+
+def refuse_changed_on_resume(run_dir: Path, options: dict[str, tuple[object, object]]) -> None:
+    """--resume rebuilds the model from the run (see refuse_changed_model)."""
+    refuse_changed_model("the run", f"--resume continues {run_dir} with the model it was started with",
+                         options)
 
 
 FidReferenceImages = Annotated[Optional[int], typer.Option(
