@@ -24,7 +24,7 @@ from rich.table import Table
 
 from pdae.backbones import load_dpm
 from pdae.checkpoint import resolve_weights_path
-from pdae.classifier import load_classifier, predict_proba
+from pdae.classifier import SHIPPED_MNIST_CLASSIFIER, load_classifier, predict_proba
 from pdae.cli import run_reporting_errors
 from pdae.commands.options import SHIPPED_DPM, SHIPPED_MNIST
 from pdae.data import open_dataset
@@ -46,8 +46,9 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dpm", type=Path, default=SHIPPED_DPM, help="DPM .safetensors file or run folder")
-    parser.add_argument("--classifier", type=Path, default=ROOT / "runs" / "mnist_classifier",
-                        help="classifier .safetensors file or run folder")
+    parser.add_argument("--classifier", type=Path, default=SHIPPED_MNIST_CLASSIFIER,
+                        help="classifier .safetensors file or run folder (default: the shipped one, which "
+                             "scripts/train_mnist_classifier.py trained)")
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=100, help="DDIM steps")
     parser.add_argument("--eps-images", type=int, default=1000, help="test images for the eps-MSE")
