@@ -87,6 +87,7 @@ def plot(results: dict, path: Path) -> None:
     metrics = (("random_xT_mse", "random-x_T MSE (lower is better)"),
                ("gap_share_filled", "share of the DPM's gap filled"),
                ("linear_probe_accuracy", "linear-probe accuracy"))
+    milestones = sorted({int(images) for rows in results.values() for images in rows})
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (key, title) in zip(axes, metrics):
         for method, label in (("pdae", "PDAE (pre-trained DPM)"), ("diffae", "Diff-AE (from scratch)")):
@@ -95,6 +96,8 @@ def plot(results: dict, path: Path) -> None:
             if points:
                 ax.plot(*zip(*points), marker="o", label=label)
         ax.set(xlabel="training images", title=title, xscale="log")
+        ax.set_xticks(milestones, [f"{images / 1000:g}k" for images in milestones])  # one tick per milestone
+        ax.minorticks_off()
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
