@@ -55,6 +55,17 @@ def initial_dpm(path: Path) -> LoadedDPM:
     return loaded
 
 
+def architecture_against(model_config: dict, asked: dict[str, object]) -> dict[str, tuple[object, object]]:
+    """For each of pretrain's architecture options: (what the DPM config has, what the options ask)."""
+    from pdae.nn.unet import UNetConfig
+
+    unet, schedule = model_config["unet"], model_config["schedule"]
+    has = {"image_size": unet["image_size"], "channels": unet["in_channels"],
+           "preset": preset_name(UNetConfig.from_dict(unet)), "schedule": schedule["name"],
+           "timesteps": schedule["num_timesteps"]}
+    return {name: (has[name], asked[name]) for name in has}
+
+
 def pretrain(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, config and logs.")],
     data: o.Data = o.SHIPPED_MNIST,
@@ -90,7 +101,6 @@ def pretrain(
     from pdae.backbones import build_dpm, dpm_config
     from pdae.data import open_dataset
     from pdae.losses import EpsLoss
-    from pdae.nn.unet import UNetConfig
     from pdae.schedule import NoiseSchedule
     from pdae.training import train
 
@@ -98,27 +108,20 @@ def pretrain(
     o.choice(preset, list(PRESETS), "preset")
     if resume and init is not None:
         raise PdaeError("--init starts a new run from a DPM and --resume continues a run: give one of them")
+    asked = {"image_size": image_size, "channels": channels, "preset": preset, "schedule": schedule,
+             "timesteps": timesteps}
     initial = initial_dpm(init) if init is not None else None
     if resume:
         model_config = saved_model_config(out, "dpm")
+        o.refuse_changed_on_resume(out, architecture_against(model_config, asked))
     elif initial is not None:
         model_config = dpm_config(initial.unet.config, initial.schedule)
+        o.refuse_changed_model(str(init), f"--init starts from {init}'s architecture and schedule",
+                               architecture_against(model_config, asked))
+        o.console.print(f"starting from the weights of {init}")
     else:
         model_config = dpm_config(PRESETS[preset](image_size, channels), NoiseSchedule(schedule, timesteps))
-    if resume or initial is not None:
-        saved_unet, saved_schedule = model_config["unet"], model_config["schedule"]
-        given = {"image_size": (saved_unet["image_size"], image_size),
-                 "channels": (saved_unet["in_channels"], channels),
-                 "preset": (preset_name(UNetConfig.from_dict(saved_unet)), preset),
-                 "schedule": (saved_schedule["name"], schedule),
-                 "timesteps": (saved_schedule["num_timesteps"], timesteps)}
-        if resume:
-            o.refuse_changed_on_resume(out, given)
-        else:
-            o.refuse_changed_model(str(init), f"--init starts from {init}'s architecture and schedule", given)
     unet, noise_schedule = build_dpm(model_config) if initial is None else (initial.unet, initial.schedule)
-    if initial is not None:
-        o.console.print(f"starting from the weights of {init}")
     dataset = open_dataset(data, image_size=unet.config.image_size, channels=unet.config.in_channels,
                            split=split, limit=limit, hflip=hflip, skip_bad=skip_bad)
     o.console.print(f"data: {dataset.describe()}")
