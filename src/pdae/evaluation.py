@@ -4,6 +4,7 @@ throughput, and the paper-format table of them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,7 +24,14 @@ from pdae.model import PDAE
 from pdae.probes import average_precision_probe, linear_probe_accuracy, regression_mae
 from pdae.progress import progress_bar
 
-ReferenceImages = tuple[Dataset, Path, str]  # the images, the file or folder they come from, which of them
+class ReferenceImages(NamedTuple):
+    """What FID compares samples with: the images, the file or folder they come from, which of them (what
+    reports print) and the key of their cached statistics within that source."""
+
+    images: Dataset
+    source: Path
+    which: str
+    selection: str
 
 
 def reconstruction_metrics(model: PDAE, dataset: Dataset, steps: StepCounts, batch_size: int = 100,
@@ -85,12 +93,12 @@ def _save_partial_scores(resume_file: Path, settings: str, scores: dict[str, lis
 
 def test_reference(data: Path, image_size: int, channels: int, limit: int | None = None) -> ReferenceImages:
     """What FID compares samples with: `data`'s test split (all of `data` when it has no split), `limit` of
-    them when given. Its description, which reports print, also keys the cached statistics, so `pdae eval`
-    and `pdae sample --fid` share them."""
+    them when given. Its description also keys the cached statistics, so `pdae eval` and `pdae sample --fid`
+    share them."""
     dataset = open_dataset(data, image_size=image_size, channels=channels, split="test", limit=limit)
     which = f"{dataset.source.split} split" if dataset.source.split else "all images"
     which += f", {len(dataset)} of them" if limit is not None else ""
-    return dataset, Path(data), f"{which}|{channels}x{image_size}"
+    return ReferenceImages(dataset, Path(data), which, f"{which}|{channels}x{image_size}")
 
 
 def sample_fid(model: PDAE | DiffAE, latent: LatentDPM, reference: ReferenceImages, features: FeatureFn,
@@ -112,12 +120,12 @@ def sample_fid(model: PDAE | DiffAE, latent: LatentDPM, reference: ReferenceImag
 def fid_against(sample_features: torch.Tensor, reference: ReferenceImages, features: FeatureFn,
                 feature_name: str) -> dict:
     """FID between samples' features and the reference images' (whose statistics are cached per dataset)."""
-    dataset, source, selection = reference
     reference_stats = reference_statistics(
-        source, lambda: (to_unit_range(x) for x, _ in iterate_batches(dataset, 500)), features, feature_name,
-        selection)
+        reference.source, lambda: (to_unit_range(x) for x, _ in iterate_batches(reference.images, 500)),
+        features, feature_name, reference.selection)
     return {"fid": frechet_from_statistics(statistics(sample_features), reference_stats),
-            "num_samples": len(sample_features), "reference_images": len(dataset), "feature_network": feature_name}
+            "num_samples": len(sample_features), "reference_images": len(reference.images),
+            "feature_network": feature_name}
 
 
 def attribute_report(model: PDAE, train_set: ImageDataset, test_set: ImageDataset,

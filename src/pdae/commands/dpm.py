@@ -238,9 +238,8 @@ def report_fid(images: Tensor, data: Path, reference_limit: int | None, classifi
     reference = test_reference(data, size, channels, reference_limit)
     features, name = feature_network(channels, size, classifier, pick_device(device))
     sample_features = torch.cat([features(to_unit_range(batch)) for batch in images.split(250)])
-    which = reference[2].split("|")[0]
     report = {**fid_against(sample_features, reference, features, name), **settings,
-              "reference": f"{data} ({which})"}
+              "reference": f"{data} ({reference.which})"}
     path = out.with_suffix(".json")
     path.write_text(json.dumps(report, indent=2))
     o.console.print(f"FID {report['fid']:.2f} of {report['num_samples']} samples against "
