@@ -110,7 +110,7 @@ def test_image_size_must_fit_the_downsampling():
 
 
 # (image size, channels, pixel sizes of the attention layers, the middle block's included)
-PRESET_USES = {"tiny": (28, 1, {14}), "small": (28, 1, {7}), "base": (32, 1, {8, 4}),
+PRESET_USES = {"tiny": (28, 1, {14}), "small": (28, 1, {7}), "wide": (28, 1, {7}), "base": (32, 1, {8, 4}),
                "adm-32": (32, 3, {16, 8, 4}), "adm-32-cpu": (32, 3, {16, 8}), "adm-64": (64, 3, {16, 8}),
                "adm-64-cpu": (64, 3, {16, 8})}
 

@@ -68,6 +68,8 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            lambda size, ch: UNetConfig(size, ch, 32, ch, 1, (2,), (1, 2))),
     Preset("small", "any size divisible by 4, 1.7M: 32 channels x (1, 2, 2), 2 res blocks; the shipped "
                     "MNIST DPM", lambda size, ch: UNetConfig(size, ch, 32, ch, 2, (4,), (1, 2, 2))),
+    Preset("wide", "any size divisible by 4, 6.9M: small at twice the width, 64 channels x (1, 2, 2), 2 res "
+                   "blocks", lambda size, ch: UNetConfig(size, ch, 64, ch, 2, (4,), (1, 2, 2))),
     Preset("base", "any size divisible by 8, 9.6M: 64 channels x (1, 2, 2, 2), 2 res blocks",
            lambda size, ch: UNetConfig(size, ch, 64, ch, 2, (4,), (1, 2, 2, 2))),
     Preset("adm-32", "32x32, 40M: the CIFAR-10 DPM of DDPM / improved-diffusion, 128 channels x "
