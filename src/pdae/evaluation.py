@@ -24,6 +24,7 @@ from pdae.model import PDAE
 from pdae.probes import average_precision_probe, linear_probe_accuracy, regression_mae
 from pdae.progress import progress_bar
 
+
 class ReferenceImages(NamedTuple):
     """What FID compares samples with: the images, the file or folder they come from, which of them (what
     reports print) and the key of their cached statistics within that source."""
