@@ -8,7 +8,8 @@
     test images at t = 50, 250, 500, 750, with noise from a fixed seed.
 (b) --num-samples DDIM samples (eta 0, --steps steps, sample i from seed i): the share that the
     classifier (see scripts/train_mnist_classifier.py) labels with max softmax > 0.9, and the class
-    histograms of all samples and of those confident ones.
+    histograms of all samples and of those confident ones; for scale, the same share of the 10,000 real
+    MNIST test digits (a judge that doubts real digits doubts samples too).
 (c) a PNG grid of the first 100 samples next to the JSON (<out stem>_samples.png).
 """
 
@@ -109,6 +110,8 @@ def print_table(result: dict) -> None:
         table.add_row(f"eps-MSE t={t}", f"{value:.4f}")
     s = result["samples"]
     table.add_row(f"confident share (p>{CONFIDENCE})", f"{100 * s['confident_share']:.1f} %")
+    real = result["test_digits"]
+    table.add_row(f"the same, {real['num']} test digits", f"{100 * real['confident_share']:.1f} %")
     table.add_row("mean max softmax", f"{s['mean_max_softmax']:.3f}")
     table.add_row("classes (all)", " ".join(map(str, s["class_histogram"])))
     table.add_row("classes (confident)", " ".join(map(str, s["confident_class_histogram"])))
@@ -128,9 +131,9 @@ def main() -> None:
         raise PdaeError(f"the DPM makes {cfg.in_channels}x{cfg.image_size}^2 images, the classifier reads "
                         f"{classifier.in_channels}x{classifier.image_size}^2")
 
-    test_set = open_dataset(SHIPPED_MNIST, image_size=cfg.image_size, channels=cfg.in_channels, split="test",
-                            limit=args.eps_images)
-    images = torch.stack([test_set[i][0] for i in range(len(test_set))])
+    test_set = open_dataset(SHIPPED_MNIST, image_size=cfg.image_size, channels=cfg.in_channels, split="test")
+    test_images = torch.stack([test_set[i][0] for i in range(len(test_set))])
+    images = test_images[: args.eps_images]
     mse = eps_mse(unet, schedule, images, EPS_TIMESTEPS, args.seed, args.batch_size)
 
     samples = sample_with_dpm(unet, schedule, args.num_samples, args.steps, eta=0.0,
@@ -143,6 +146,7 @@ def main() -> None:
         "eps_mse": {str(t): v for t, v in mse.items()}, "eps_images": len(images), "eps_seed": args.seed,
         "samples": {"num": args.num_samples, "sampler": "ddim", "eta": 0.0, "steps": args.steps,
                     "seeds": f"0..{args.num_samples - 1}", **judge_samples(classifier, samples)},
+        "test_digits": {"num": len(test_images), **judge_samples(classifier, test_images)},
         "confidence_threshold": CONFIDENCE, "grid": str(grid_path),
         "device": str(device),
         "seconds": round(time.perf_counter() - start, 1),
