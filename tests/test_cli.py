@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from rich.markup import render
 from typer.testing import CliRunner
 
 from pdae.cli import app
@@ -40,6 +41,19 @@ def test_every_help_explains_itself(command):
     assert len(result.output) > 200
     if command is None:
         assert all(name.split()[0] in result.output for name in COMMANDS)
+
+
+@pytest.mark.parametrize("group", [[], ["attributes"], ["latent"]])
+def test_command_lists_give_each_command_its_whole_summary_on_one_line(group):
+    """A wide terminal shows each command's first docstring paragraph unbroken (typer keeps its line breaks)."""
+    result = runner.invoke(app, [*group, "--help"], env={"COLUMNS": "400"})
+    rows = [" ".join(line.strip("│ ").split()) for line in result.output.splitlines()]
+    sub_groups = {info.name: info.typer_instance for info in app.registered_groups}
+    listed = sub_groups[group[0]].registered_commands if group else app.registered_commands
+    for info in listed:
+        name = info.name or info.callback.__name__.replace("_", "-")
+        summary = render(" ".join(info.callback.__doc__.split("\n\n")[0].split())).plain  # as rich shows it
+        assert f"{name} {summary}" in rows, (name, summary)
 
 
 @pytest.mark.parametrize("command", MODEL_COMMANDS)

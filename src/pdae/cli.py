@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
 
@@ -21,6 +22,19 @@ for command in (autoencoder.demo, dpm.pretrain, dpm.sample, autoencoder.fit, aut
     app.command(name=command.__name__.replace("_", "-").replace("evaluate", "eval"))(command)
 app.add_typer(editing.attributes_app, name="attributes")
 app.add_typer(latent.latent_app, name="latent")
+
+
+def summarise_commands(group: typer.Typer) -> None:
+    """Give every command of `group` (and of its sub-groups) its docstring's first paragraph as a one-line
+    summary: typer's rich help keeps the docstring's line breaks in a list of commands."""
+    for info in group.registered_commands:
+        if info.short_help is None and info.callback is not None and info.callback.__doc__:
+            info.short_help = " ".join(inspect.cleandoc(info.callback.__doc__).split("\n\n")[0].split())
+    for sub_group in group.registered_groups:
+        summarise_commands(sub_group.typer_instance)
+
+
+summarise_commands(app)
 
 
 def run_reporting_errors(entry: Callable[[], object]) -> None:
