@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 from rich.markup import render
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pdae.cli import app
