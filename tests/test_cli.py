@@ -12,6 +12,7 @@ from rich.markup import render
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from pdae.checkpoint import read_progress
 from pdae.cli import app
 from pdae.commands.options import SHIPPED_DPM, parse_count
 from pdae.errors import DataError
@@ -87,6 +88,23 @@ def test_pretrain_then_sample_then_resume(tmp_path, digits_npz):
     samples = np.load(npz)["samples"]
     assert samples.shape == (5, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
     assert grid.stat().st_size > 0
+
+
+def test_pretrain_min_snr_is_recorded_and_kept_on_resume(tmp_path, digits_npz):
+    run = tmp_path / "run"
+    common = ["--data", str(digits_npz), "--image-size", "8", "--preset", "tiny", "--batch-size", "8",
+              "--threads", "1"]
+    result = runner.invoke(app, ["pretrain", "--out", str(run), "--images", "16", "--min-snr", "5", *common])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["loss"] == {"min_snr": 5.0}
+
+    result = runner.invoke(app, ["pretrain", "--out", str(run), "--images", "24", "--resume", "--min-snr", "1",
+                                 *common])
+    assert "with the loss it was started with" in str(result.exception)
+    assert "--min-snr 1.0 (the run has 5.0)" in str(result.exception)
+    result = runner.invoke(app, ["pretrain", "--out", str(run), "--images", "24", "--resume", *common])
+    assert result.exit_code == 0, result.output
+    assert read_progress(run / "ema.safetensors")["step"] == 3
 
 
 def test_pretrain_init_continues_from_a_dpm_with_its_architecture(tmp_path, digits_npz):
@@ -370,6 +388,7 @@ BAD_INPUTS = [  # (arguments with {run}, {dpm}, {data}, {tmp} filled in, what th
      "--preset small ({dpm} has tiny)"),
     (["pretrain", "--out", "{dpm}", "--data", "{data}", "--init", "{dpm}", "--resume"], "give one of them"),
     (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--channels", "2"], "channels must be 1 or 3"),
+    (["pretrain", "--out", "{tmp}/r", "--data", "{data}", "--min-snr", "0"], "--min-snr must be positive"),
     (["sample", "--dpm", "{dpm}", "--steps", "0"], "number of steps must be in"),
     (["sample", "--dpm", "{dpm}", "--device", "cuda:7"], "was asked for"),
     (["sample", "--dpm", "{dpm}", "--device", "gpu"], "unknown device"),

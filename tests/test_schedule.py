@@ -45,8 +45,10 @@ def test_coefficients_against_hand_computation():
         assert schedule.shift_coef[t].item() == pytest.approx(c_t, rel=1e-12, abs=1e-15)
         assert schedule.loss_weight(0.1)[t].item() == pytest.approx(snr**0.1 / (1 + snr), rel=1e-12)
         assert schedule.loss_weight(0.5)[t].item() == pytest.approx(snr**0.5 / (1 + snr), rel=1e-12)
+        assert schedule.min_snr_weight(5.0)[t].item() == pytest.approx(min(snr, 5.0) / snr, rel=1e-12)
     assert schedule.shift_coef[0].item() == 0.0
     assert schedule.posterior_variance[0].item() == 0.0
+    assert schedule.min_snr_weight(5.0)[0].item() < 0.02 and schedule.min_snr_weight(5.0)[49].item() == 1.0
 
 
 def test_posterior_mean_equals_the_eps_form_of_ddpm():

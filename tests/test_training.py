@@ -255,6 +255,23 @@ def fixed_batch_loss(net: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor) 
     return loss
 
 
+def test_min_snr_weights_each_sample_of_the_eps_loss_by_hand():
+    class Zero(nn.Module):  # predicts eps = 0, so the unweighted loss is mean(eps^2)
+        def forward(self, x_t, t, condition):
+            return torch.zeros_like(x_t)
+
+    x0 = torch.rand(6, 1, 4, 4) * 2 - 1
+    torch.manual_seed(5)
+    loss = EpsLoss(SCHEDULE, min_snr=2.0)(Zero(), x0, torch.zeros(6))
+    torch.manual_seed(5)
+    t = torch.randint(0, 100, (6,))
+    eps = torch.randn_like(x0)
+    snr = SCHEDULE.alpha_bar[t] / (1 - SCHEDULE.alpha_bar[t])
+    expected = eps.square().mean(dim=(1, 2, 3)) * (snr.clamp(max=2.0) / snr).float()
+    torch.testing.assert_close(loss, expected)
+    assert (snr > 2).any() and (snr < 2).any()  # both sides of the cap were drawn
+
+
 def test_train_lowers_the_loss_and_writes_a_run(tmp_path):
     torch.set_num_threads(1)
     unet, schedule, config = tiny_dpm(seed=0)

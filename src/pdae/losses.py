@@ -11,21 +11,24 @@ from pdae.schedule import NoiseSchedule
 class EpsLoss:
     """DDPM's simple loss: the mean of (eps - eps_theta(x_t, t))^2 per sample, t ~ U{0..T-1}.
 
-    `l1` takes |eps - eps_theta| instead (the latent DPM's loss, as in Diff-AE). Works for images and
-    for flat codes alike.
+    `l1` takes |eps - eps_theta| instead (the latent DPM's loss, as in Diff-AE). `min_snr` weights each
+    sample's loss by NoiseSchedule.min_snr_weight(min_snr) at its t. Works for images and for flat codes alike.
     """
 
-    def __init__(self, schedule: NoiseSchedule, class_conditional: bool = False, l1: bool = False):
+    def __init__(self, schedule: NoiseSchedule, class_conditional: bool = False, l1: bool = False,
+                 min_snr: float | None = None):
         self.schedule = schedule
         self.class_conditional = class_conditional
         self.l1 = l1
+        self.weight = None if min_snr is None else schedule.min_snr_weight(min_snr)
 
     def __call__(self, net: nn.Module, x0: Tensor, labels: Tensor) -> Tensor:
         t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, eps)
         error = net(x_t, t, self.condition(x0, labels))[:, : x0.shape[1]].float() - eps
-        return (error.abs() if self.l1 else error.square()).flatten(1).mean(dim=1)
+        loss = (error.abs() if self.l1 else error.square()).flatten(1).mean(dim=1)
+        return loss if self.weight is None else self.schedule.at(self.weight, t, loss) * loss
 
     def condition(self, x0: Tensor, labels: Tensor) -> Tensor | None:
         """What the network is conditioned on besides (x_t, t)."""

@@ -113,6 +113,12 @@ class NoiseSchedule:
         """PDAE's lambda_t = SNR_t^gamma / (1 + SNR_t), the weighting of its eq. 10."""
         return self.snr**gamma / (1 + self.snr)
 
+    def min_snr_weight(self, gamma: float) -> Tensor:
+        """min(SNR_t, gamma) / SNR_t: Min-SNR-gamma weighting (Hang et al. 2023) of the eps loss. It lowers the
+        weight of the nearly clean steps, whose large eps errors otherwise dominate the gradient, and leaves
+        the steps where the image's shape forms (SNR_t <= gamma) at weight 1."""
+        return self.snr.clamp(max=gamma) / self.snr
+
     def alpha_bar_at(self, t: Tensor) -> Tensor:
         """alpha_bar_t for integer t in [-1, T-1] (t = -1 is the clean image), as float64."""
         padded = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar])

@@ -211,12 +211,13 @@ def open_tensorboard(run_dir: Path) -> Any:
 
 def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, run_dir: Path,
           model_config: dict, resume: bool = False, description: str = "training",
-          device: torch.device | None = None) -> nn.Module:
+          device: torch.device | None = None, loss_config: dict | None = None) -> nn.Module:
     """Train `net` (only its parameters that require grad) until cfg.total_images; return it with its EMA
     weights loaded (the raw weights stay in the run's training state).
 
-    `model_config` is stored with the weights so that they rebuild their model on their own. `device`
-    defaults to CUDA when available, else the CPU.
+    `model_config` is stored with the weights so that they rebuild their model on their own; `loss_config`
+    (the loss's settings) goes into the run's config beside it. `device` defaults to CUDA when available,
+    else the CPU.
     """
     ctx = init_distributed(device)
     if cfg.batch_size < 1:
@@ -224,7 +225,8 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, cfg: TrainConfig, r
     if cfg.batch_size % ctx.world_size:
         raise PdaeError(f"batch size {cfg.batch_size} is not divisible by {ctx.world_size} processes")
     run_dir = Path(run_dir)
-    state = prepare_run_everywhere(run_dir, {"model": model_config, "train": asdict(cfg)}, resume, ctx)
+    run_config = {"model": model_config, "train": asdict(cfg)} | ({"loss": loss_config} if loss_config else {})
+    state = prepare_run_everywhere(run_dir, run_config, resume, ctx)
     if state is not None and int(state["batch_size"]) != cfg.batch_size:
         raise PdaeError(f"{run_dir} was trained with batch size {state['batch_size']}; "
                         f"resume it with that batch size, not {cfg.batch_size}")

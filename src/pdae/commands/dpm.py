@@ -42,6 +42,14 @@ def saved_model_config(run_dir: Path, kind: str) -> dict:
     return config
 
 
+def saved_loss_config(run_dir: Path) -> dict:
+    """The loss settings a run was started with (runs from before they were recorded: none, the defaults);
+    call after saved_model_config has checked the run's config."""
+    from pdae.training import CONFIG_NAME
+
+    return json.loads((run_dir / CONFIG_NAME).read_text()).get("loss", {})
+
+
 def initial_dpm(path: Path) -> LoadedDPM:
     """The DPM that pretrain --init starts from: pretrain trains pdae's own UNet, so only checkpoints that
     load into it qualify (not a diffusers folder)."""
@@ -82,6 +90,11 @@ def pretrain(
                        "pdae loads into its own UNet (inspect-dpm tells).")] = None,
     schedule: Annotated[str, typer.Option(help="Noise schedule: linear or cosine.")] = "linear",
     timesteps: Annotated[int, typer.Option(help="Number of diffusion steps T.")] = 1000,
+    min_snr: Annotated[Optional[float], typer.Option(
+        "--min-snr", metavar="GAMMA",
+        help="Weight each t's loss by min(SNR_t, GAMMA) / SNR_t (Min-SNR-gamma, Hang et al. 2023; 5 is "
+             "theirs): the nearly clean steps count less, the steps where shapes form as before. Default: "
+             "DDPM's unweighted loss.")] = None,
     images: o.TotalImages = "1M",
     batch_size: o.TrainBatch = 64,
     lr: o.LearningRate = 2e-4,
@@ -106,6 +119,8 @@ def pretrain(
 
     target = o.prepare_runtime(threads, device)
     o.choice(preset, list(PRESETS), "preset")
+    if min_snr is not None and not min_snr > 0:
+        raise typer.BadParameter(f"--min-snr must be positive, got {min_snr}")
     if resume and init is not None:
         raise PdaeError("--init starts a new run from a DPM and --resume continues a run: give one of them")
     asked = {"image_size": image_size, "channels": channels, "preset": preset, "schedule": schedule,
@@ -114,6 +129,10 @@ def pretrain(
     if resume:
         model_config = saved_model_config(out, "dpm")
         o.refuse_changed_on_resume(out, architecture_against(model_config, asked))
+        saved_min_snr = saved_loss_config(out).get("min_snr")
+        o.refuse_changed_model("the run", f"--resume continues {out} with the loss it was started with",
+                               {"min_snr": (saved_min_snr, min_snr)})
+        min_snr = saved_min_snr
     elif initial is not None:
         model_config = dpm_config(initial.unet.config, initial.schedule)
         o.refuse_changed_model(str(init), f"--init starts from {init}'s architecture and schedule",
@@ -129,8 +148,8 @@ def pretrain(
                     f"{noise_schedule}")
     cfg = o.train_config(images, batch_size, lr, ema_halflife, checkpoint_every, bf16, seed, workers,
                          compile, target)
-    train(unet, EpsLoss(noise_schedule), dataset, cfg, out, model_config, resume=resume,
-          description="pretrain", device=target)
+    train(unet, EpsLoss(noise_schedule, min_snr=min_snr), dataset, cfg, out, model_config, resume=resume,
+          description="pretrain", device=target, loss_config={"min_snr": min_snr})
     o.console.print(f"[green]done:[/] EMA weights in {out / 'ema.safetensors'}")
 
 
