@@ -7,8 +7,10 @@
 Configurations: `mnist-reference`, the reference code's MNIST UNet (64 channels x (1, 2, 2, 4), 2 res
 blocks, no attention, 32 x 32 x 1, batch 64), and `rgb-64`, the `adm-64` preset at 64 x 64 x 3. The DPM
 has random weights (speed does not depend on them); G starts from its decoder. Each lever is timed with
-`pdae.evaluation.training_throughput` (forward, backward, AdamW, fused on CUDA; the frozen DPM in fp32
-under bf16 autocast, as `pdae fit` runs it). With `--reference`, a checkout of the reference code
+`pdae.evaluation.training_throughput` (forward, backward, AdamW; the frozen DPM in fp32 under bf16
+autocast, as `pdae fit` runs it). Every lever starts from pdae's defaults (the frozen branch's input
+channels-last on the CPU, a fused AdamW): `bf16_frozen_nchw`, `bf16_loop_adamw` and
+`bf16_before_cpu_levers` turn those off. With `--reference`, a checkout of the reference code
 (ckczzj/PDAE), its fp32 training step on the same architecture and batch is timed beside them
 (benchmarks/reference_pdae.py) and every lever is also given as a ratio to it. With `--rounds R` every
 lever is timed R times, interleaved, and the median kept. Writes benchmarks/results/training_levers.json
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,10 +40,26 @@ CONFIGS = {  # name: (DPM architecture, default batch size)
     "mnist-reference": (UNetConfig(32, 1, 64, 1, 2, (), (1, 2, 2, 4)), 64),
     "rgb-64": (PRESETS["adm-64"](64, 3), 16),
 }
-LEVERS = {  # name: (bf16 autocast, channels_last, torch.compile)
-    "fp32": (False, False, False), "channels_last": (False, True, False), "bf16": (True, False, False),
-    "bf16_channels_last": (True, True, False), "compile": (False, False, True),
-    "compile_bf16": (True, False, True),
+
+
+@dataclass(frozen=True)
+class Lever:
+    """One way of running the training step; the defaults are what `pdae fit` does on the CPU."""
+
+    bf16: bool = False
+    channels_last: bool = False  # the whole model and batch channels-last
+    compiled: bool = False
+    frozen_channels_last: bool = True  # the frozen branch's input channels-last on the CPU (PDAE's default)
+    fused_adamw: bool = True  # one fused AdamW kernel (pdae.training.adamw's default)
+
+
+LEVERS = {
+    "fp32": Lever(), "channels_last": Lever(channels_last=True), "bf16": Lever(bf16=True),
+    "bf16_channels_last": Lever(bf16=True, channels_last=True), "compile": Lever(compiled=True),
+    "compile_bf16": Lever(bf16=True, compiled=True),
+    "bf16_frozen_nchw": Lever(bf16=True, frozen_channels_last=False),
+    "bf16_loop_adamw": Lever(bf16=True, fused_adamw=False),
+    "bf16_before_cpu_levers": Lever(bf16=True, frozen_channels_last=False, fused_adamw=False),
 }
 LATENT_DIM = 64
 REFERENCE = "reference_fp32"
@@ -48,14 +67,16 @@ REFERENCE = "reference_fp32"
 
 def throughput(config: UNetConfig, batch_size: int, lever: str, steps: int, device: torch.device) -> float:
     """Training img/s of a fresh PDAE on `config` with one lever."""
-    bf16, channels_last, compiled = LEVERS[lever]
+    chosen = LEVERS[lever]
     torch.manual_seed(0)
     model = PDAE(UNet(config), NoiseSchedule("linear", 1000), PDAEConfig(LATENT_DIM, init_from_dpm=True))
     model = model.to(device)
+    model.frozen_channels_last = chosen.frozen_channels_last
     x0 = torch.rand(batch_size, config.in_channels, config.image_size, config.image_size, device=device) * 2 - 1
-    if channels_last:
+    if chosen.channels_last:
         model, x0 = model.to(memory_format=torch.channels_last), x0.contiguous(memory_format=torch.channels_last)
-    return training_throughput(model, x0, bf16, steps, net=torch.compile(model) if compiled else None)
+    return training_throughput(model, x0, chosen.bf16, steps, net=torch.compile(model) if chosen.compiled else None,
+                               fused_adamw=chosen.fused_adamw)
 
 
 def timed(name: str, config: UNetConfig, batch_size: int, args: argparse.Namespace, device: torch.device) -> float:

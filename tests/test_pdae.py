@@ -1,6 +1,7 @@
 """PDAE model and loss: equals the DPM at initialisation, never touches frozen weights, loss by hand."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from pdae.model import PDAE, PDAEConfig, build_pdae
 from pdae.nn.unet import UNet, UNetConfig
 from pdae.sampling import eps_of, shifted_eps
 from pdae.schedule import NoiseSchedule
+from pdae.training import adamw
 
 TINY = UNetConfig(image_size=8, in_channels=1, model_channels=32, out_channels=1, num_res_blocks=1,
                   attention_resolutions=(2,), channel_mult=(1, 2), dropout=0.1)
@@ -40,7 +42,7 @@ def test_training_steps_never_change_or_grad_the_frozen_dpm():
     model = tiny_pdae()
     frozen = {k: v.clone() for k, v in model.dpm.state_dict().items()}
     trainable = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("dpm.")}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    opt = adamw(model, lr=1e-2, weight_decay=0.1)  # pdae's optimiser: fused, on the trainable parameters
     loss_fn = PDAELoss(SCHEDULE)
     model.train()
     for _ in range(3):
@@ -79,6 +81,29 @@ def test_loss_matches_a_hand_computation():
         eps_theta, g = model(x_t, t[i : i + 1], x0[i : i + 1])
         expected.append(snr**0.1 / (1 + snr) * ((eps[i] - eps_theta[0] - c_t * g[0]) ** 2).mean())
     torch.testing.assert_close(loss, torch.stack(expected).detach(), rtol=1e-4, atol=1e-7)
+
+
+def test_the_frozen_branch_runs_channels_last_on_the_cpu_with_the_same_eps_and_shift():
+    torch.manual_seed(0)
+    dpm = UNet(replace(TINY, in_channels=3, out_channels=3))
+    model = PDAE(dpm, SCHEDULE, PDAEConfig(latent_dim=8, init_from_dpm=True))
+    with torch.no_grad():  # a non-zero G
+        for p in model.decoder.out.parameters():
+            p.normal_(0, 0.1)
+    layouts = []
+    model.dpm.input_blocks[0].register_forward_hook(
+        lambda module, inputs, output: layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last)
+                                                      and not inputs[0].is_contiguous()))
+    x_t, t, z = torch.randn(3, 3, 8, 8), torch.tensor([0, 50, 99]), torch.randn(3, 8)
+    model.frozen_channels_last = False
+    eps_nchw, shift_nchw = model.eps_and_shift(x_t, t, z)
+    model.frozen_channels_last = True
+    eps, shift = model.eps_and_shift(x_t, t, z)
+    assert layouts == [False, True]
+    assert eps.is_contiguous() and shift.is_contiguous()  # callers see the usual layout
+    torch.testing.assert_close(eps, eps_nchw, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(shift, shift_nchw, rtol=1e-5, atol=1e-6)
+    assert shift.abs().max() > 1e-3
 
 
 def test_init_from_dpm_copies_the_decoder_but_keeps_the_output_at_zero():

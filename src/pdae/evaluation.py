@@ -23,6 +23,7 @@ from pdae.metrics import PerImageMetric, mse_per_image, psnr_per_image, ssim_per
 from pdae.model import PDAE
 from pdae.probes import average_precision_probe, linear_probe_accuracy, regression_mae
 from pdae.progress import progress_bar
+from pdae.training import adamw
 
 
 class ReferenceImages(NamedTuple):
@@ -235,15 +236,15 @@ def probe_accuracy(model: PDAE, train_set: Dataset, test_set: Dataset) -> float:
 
 
 def training_throughput(model: PDAE, x0: torch.Tensor, bf16: bool, steps: int = 5,
-                        net: torch.nn.Module | None = None) -> float:
+                        net: torch.nn.Module | None = None, fused_adamw: bool = True) -> float:
     """Images per second of full PDAE training steps (forward, backward, AdamW), after one warm-up step.
 
-    `net` is what the loss calls, when not the model itself (the model compiled, say)."""
+    `net` is what the loss calls, when not the model itself (the model compiled, say); `fused_adamw` as in
+    pdae.training.adamw."""
     loss_fn, net = model.training_loss(), model if net is None else net  # a compiled module has no truth value
     device = model.device
     x0 = x0.to(device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0,
-                            fused=device.type == "cuda")
+    opt = adamw(model, lr=0.0, fused=fused_adamw)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
