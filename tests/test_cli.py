@@ -88,6 +88,8 @@ def test_pretrain_then_sample_then_resume(tmp_path, digits_npz):
     samples = np.load(npz)["samples"]
     assert samples.shape == (5, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
     assert grid.stat().st_size > 0
+    # the bar follows the 3 sampling steps of the one batch (1, 3, 5 of 5 images), not only its end
+    assert "sampling: 3/5" in result.output
 
 
 def test_pretrain_min_snr_is_recorded_and_kept_on_resume(tmp_path, digits_npz):

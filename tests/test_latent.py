@@ -111,6 +111,7 @@ def test_latent_fit_then_sample_from_the_pdae(tmp_path, make_latent_run):
     assert result.exit_code == 0, result.output
     samples = np.load(npz)["samples"]
     assert samples.shape == (3, 1, 8, 8) and 0 <= samples.min() and samples.max() <= 1
+    assert "sampling: 2/3" in result.output  # the bar follows the decoding steps, not only the batch's end
 
     fewshot = tmp_path / "fewshot.png"
     result = runner.invoke(app, ["fewshot", str(run), "--support", str(data), "--class", "1", "-n", "3",

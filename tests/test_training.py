@@ -521,3 +521,21 @@ def test_a_logged_progress_bar_prints_a_line_per_tenth_and_per_minute(capsys, mo
     silent = progress.ProgressBar(None, None, "quiet", total=10, completed=0, silent=True)
     silent.update(10)
     assert "quiet" not in capsys.readouterr().err
+
+
+def test_per_step_spreads_a_batch_over_its_sampling_steps_in_whole_images():
+    import pdae.progress as progress
+
+    class Recorder:
+        def __init__(self):
+            self.advances = []
+
+        def update(self, advance):
+            self.advances.append(advance)
+
+    for images, steps, expected in ((7, 3, [2, 2, 3]), (2, 4, [0, 1, 0, 1]), (100, 1, [100])):
+        bar = Recorder()
+        callback = progress.per_step(bar, images, steps)
+        for step in range(steps):
+            callback(step, None)
+        assert bar.advances == expected

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from pdae.model import PDAE
-from pdae.sampling import SeededNoise, invert_ddim, sample_ddim, shifted_eps
+from pdae.sampling import SeededNoise, StepCallback, invert_ddim, sample_ddim, shifted_eps
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,11 @@ def decode(model: PDAE, z: Tensor, x_T: Tensor, steps: StepCounts,
 
 @torch.no_grad()
 def decode_from_noise(model: PDAE, z: Tensor, seeds: Sequence[int], steps: StepCounts, scale: float = 1.0,
-                      stop_fraction: float = 0.0) -> Tensor:
+                      stop_fraction: float = 0.0, callback: StepCallback | None = None) -> Tensor:
     """Decode codes from random x_T (row i's x_T and noise seeded by seeds[i]): new images with z's semantics.
 
     `scale` multiplies G (0 is the bare DPM); the last `stop_fraction` of the steps run without the shift.
+    `callback` is called after every decoding step (a progress bar's pdae.progress.per_step).
     """
     size, channels = model.image_size, model.in_channels
     noise = SeededNoise(seeds)
@@ -82,7 +83,7 @@ def decode_from_noise(model: PDAE, z: Tensor, seeds: Sequence[int], steps: StepC
     stopped = round(stop_fraction * len(timesteps))  # the last `stopped` steps (the smallest t) run unshifted
     min_t = int(timesteps[stopped]) if stopped < len(timesteps) else model.schedule.num_timesteps
     return sample_ddim(shifted_eps(model, z.to(model.device), scale, min_t), x_T, model.schedule, timesteps,
-                       eta=steps.eta, clip_x0=steps.clip_random, noise=noise)
+                       eta=steps.eta, clip_x0=steps.clip_random, noise=noise, callback=callback)
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from pdae.latent import LatentDPM, sample_images
 from pdae.metrics import PerImageMetric, mse_per_image, psnr_per_image, ssim_per_image
 from pdae.model import PDAE
 from pdae.probes import average_precision_probe, linear_probe_accuracy, regression_mae
-from pdae.progress import progress_bar
+from pdae.progress import per_step, progress_bar
 from pdae.training import adamw
 
 
@@ -112,9 +112,8 @@ def sample_fid(model: PDAE | DiffAE, latent: LatentDPM, reference: ReferenceImag
     with progress_bar("sampling for FID", total=num_samples, fields=()) as bar:
         for start in range(0, num_samples, batch_size):
             seeds = range(seed + start, seed + min(start + batch_size, num_samples))
-            images = sample_images(model, latent, seeds, steps)
+            images = sample_images(model, latent, seeds, steps, callback=per_step(bar, len(seeds), steps.decoding))
             sample_features.append(features(to_unit_range(images.cpu())))
-            bar.update(len(seeds))
     return {**fid_against(torch.cat(sample_features), reference, features, feature_name),
             "decoding_steps": steps.decoding}
 

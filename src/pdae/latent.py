@@ -20,7 +20,7 @@ from pdae.errors import CheckpointError, PdaeError
 from pdae.linear import Standardiser
 from pdae.model import PDAE
 from pdae.nn.latent_mlp import LatentMLP, LatentMLPConfig
-from pdae.sampling import SeededNoise, sample_ddim
+from pdae.sampling import SeededNoise, StepCallback, sample_ddim
 from pdae.schedule import NoiseSchedule
 
 LATENT_SEED_OFFSET = 2**32  # latent noise of seed s is drawn from s + this: never the image noise of any seed
@@ -132,10 +132,11 @@ STOP_FRACTION = 0.3
 @torch.no_grad()
 def sample_images(model: PDAE, latent: LatentDPM, seeds: Sequence[int], steps: StepCounts,
                   latent_steps: int = 100, stop_fraction: float = STOP_FRACTION, truncate: float | None = None,
-                  scale: float = 1.0) -> Tensor:
+                  scale: float = 1.0, callback: StepCallback | None = None) -> Tensor:
     """New images: z from the latent DPM, decoded by PDAE from a random x_T (both seeded per image).
 
-    The last `stop_fraction` of the decoding steps run without PDAE's shift (the plain DPM finishes).
+    The last `stop_fraction` of the decoding steps run without PDAE's shift (the plain DPM finishes);
+    `callback` follows the decoding steps.
     """
     z = sample_codes(latent, seeds, latent_steps, truncate)
-    return decode_from_noise(model, z, seeds, steps, scale, stop_fraction)
+    return decode_from_noise(model, z, seeds, steps, scale, stop_fraction, callback)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -46,6 +46,15 @@ class ProgressBar:
             shown = " ".join(f"{k.replace('_per_s', '/s')} {v:.4g}" for k, v in fields.items())
             console.print(f"{self._description}: {self._done}/{self._total} {shown} "
                           f"({time.perf_counter() - self._start:.0f} s)", highlight=False)
+
+
+def per_step(bar: ProgressBar, images: int, steps: int) -> Callable[[int, object], None]:
+    """A sampler's step callback (pdae.sampling.StepCallback: step index from 0, current x) that advances
+    `bar` by `images` over `steps` steps in whole images, so that a long batch shows progress as it goes."""
+    def advance(step: int, _x: object) -> None:
+        bar.update(images * (step + 1) // steps - images * step // steps)
+
+    return advance
 
 
 @contextmanager

@@ -123,7 +123,7 @@ def sample_with_dpm(unet: torch.nn.Module, schedule: NoiseSchedule, num: int, st
 
     Returned on the CPU.
     """
-    from pdae.progress import progress_bar
+    from pdae.progress import per_step, progress_bar
 
     channels, size = unet.in_channels, unet.image_size
     device = next(unet.parameters()).device
@@ -134,9 +134,8 @@ def sample_with_dpm(unet: torch.nn.Module, schedule: NoiseSchedule, num: int, st
             noise = SeededNoise(list(seeds)[start : start + batch_size])
             x_T = noise(torch.empty(len(noise.generators), channels, size, size, device=device))
             images = sample_ddim(eps_of(unet, channels), x_T, schedule, timesteps, eta, clip_x0=True,
-                                 noise=noise)
+                                 noise=noise, callback=per_step(bar, len(x_T), len(timesteps)))
             batches.append(images.cpu())
-            bar.update(x_T.shape[0])
     return torch.cat(batches)
 
 

@@ -105,7 +105,7 @@ def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batc
     from pdae.images import save_grid, save_npz
     from pdae.latent import STOP_FRACTION, open_latent_dpm, sample_codes
     from pdae.model import load_pdae
-    from pdae.progress import progress_bar
+    from pdae.progress import per_step, progress_bar
 
     if stop_fraction is not None and not 0 <= stop_fraction < 1:
         raise typer.BadParameter(f"--stop-fraction must be in [0, 1), got {stop_fraction}")
@@ -133,9 +133,8 @@ def sample_from_pdae(run: Path, out: Path, num: int, steps: int, seed: int, batc
             for start in range(seed, seed + num, batch_size):
                 seeds = list(range(start, min(start + batch_size, seed + num)))
                 images = decode_from_noise(model, codes_for(seeds), seeds, StepCounts(decoding=steps), scale,
-                                           stop_fraction)
+                                           stop_fraction, per_step(bar, len(seeds), steps))
                 rows.append(images.cpu())
-                bar.update(len(seeds))
     images = torch.cat(rows)
     o.console.print(f"wrote {save_grid(images, out, ncols=num if len(scales) > 1 else None)}"
                     + (f" (rows: G scale {', '.join(f'{s:g}' for s in scales)})" if len(scales) > 1 else ""))
