@@ -270,6 +270,7 @@ def test_eval_reports_the_paper_table(tiny_pdae_run, tmp_path):
                                  "--inversion-steps", "2", "--decoding-steps", "2", "--probe-train", "24",
                                  "--gap-images", "4", "--attributes", "label"])
     assert result.exit_code == 0, result.output
+    assert "reconstructing: 2/4" in result.output  # the bar follows the 6 sampler steps of the one batch
     report = json.loads(out.read_text())
     for key in ("random_xT_mse", "random_xT_ssim", "random_xT_psnr", "inferred_xT_mse", "inferred_xT_ssim",
                 "inferred_xT_psnr", "linear_probe_accuracy"):

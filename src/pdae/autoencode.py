@@ -47,25 +47,27 @@ def encode(model: PDAE, x0: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def infer_x_T(model: PDAE, x0: Tensor, z: Tensor, steps: int, clip_x0: bool = False, refine: int = 0) -> Tensor:
+def infer_x_T(model: PDAE, x0: Tensor, z: Tensor, steps: int, clip_x0: bool = False, refine: int = 0,
+              callback: StepCallback | None = None) -> Tensor:
     """The stochastic code: the shifted DDIM run upward from x0, unclamped by default (decoding inverts it),
-    with `refine` fixed-point iterations per step."""
+    with `refine` fixed-point iterations per step; `callback` follows its steps."""
     return invert_ddim(shifted_eps(model, z), x0, model.schedule, model.schedule.timesteps(steps), clip_x0,
-                       refine=refine)
+                       callback=callback, refine=refine)
 
 
 @torch.no_grad()
 def decode(model: PDAE, z: Tensor, x_T: Tensor, steps: StepCounts,
-           noise_seeds: Sequence[int] | None = None, clip_x0: bool | None = None) -> Tensor:
+           noise_seeds: Sequence[int] | None = None, clip_x0: bool | None = None,
+           callback: StepCallback | None = None) -> Tensor:
     """Decode (z, x_T) with the shifted sampler; clamps x0 as `steps.clip_x0` unless `clip_x0` is given.
 
     The default suits an inferred x_T (it retraces the inversion); pass `clip_x0=steps.clip_random` for a
-    random one.
+    random one. `callback` follows the decoding steps.
     """
     noise = SeededNoise(noise_seeds) if noise_seeds is not None else torch.randn_like
     clip = steps.clip_x0 if clip_x0 is None else clip_x0
     return sample_ddim(shifted_eps(model, z), x_T, model.schedule, model.schedule.timesteps(steps.decoding),
-                       eta=steps.eta, clip_x0=clip, noise=noise)
+                       eta=steps.eta, clip_x0=clip, noise=noise, callback=callback)
 
 
 @torch.no_grad()
@@ -87,16 +89,18 @@ def decode_from_noise(model: PDAE, z: Tensor, seeds: Sequence[int], steps: StepC
 
 
 @torch.no_grad()
-def reconstruct(model: PDAE, x0: Tensor, steps: StepCounts, seeds: Sequence[int]) -> dict[str, Tensor]:
+def reconstruct(model: PDAE, x0: Tensor, steps: StepCounts, seeds: Sequence[int],
+                callback: StepCallback | None = None) -> dict[str, Tensor]:
     """Decode each image from its z twice: from a random x_T (seeded per image) and from its inferred x_T.
 
-    Runs on the model's device and returns there.
+    Runs on the model's device and returns there. `callback` follows all steps.inversion + 2 *
+    steps.decoding sampler steps.
     """
     x0 = x0.to(model.device)
     z = encode(model, x0)
     noise = SeededNoise(seeds)
     x_T_random = noise(x0)
-    x_T_inferred = infer_x_T(model, x0, z, steps.inversion, steps.clip_x0, steps.refine)
+    x_T_inferred = infer_x_T(model, x0, z, steps.inversion, steps.clip_x0, steps.refine, callback)
     decode_seeds = [s + 1 for s in seeds]
-    return {"random_xT": decode(model, z, x_T_random, steps, decode_seeds, clip_x0=steps.clip_random),
-            "inferred_xT": decode(model, z, x_T_inferred, steps, decode_seeds)}
+    return {"random_xT": decode(model, z, x_T_random, steps, decode_seeds, steps.clip_random, callback),
+            "inferred_xT": decode(model, z, x_T_inferred, steps, decode_seeds, callback=callback)}

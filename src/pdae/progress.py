@@ -3,6 +3,7 @@ whichever comes first) when logged to a file."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -49,10 +50,14 @@ class ProgressBar:
 
 
 def per_step(bar: ProgressBar, images: int, steps: int) -> Callable[[int, object], None]:
-    """A sampler's step callback (pdae.sampling.StepCallback: step index from 0, current x) that advances
-    `bar` by `images` over `steps` steps in whole images, so that a long batch shows progress as it goes."""
-    def advance(step: int, _x: object) -> None:
-        bar.update(images * (step + 1) // steps - images * step // steps)
+    """A sampler's step callback (pdae.sampling.StepCallback) that advances `bar` by `images` over its next
+    `steps` calls, in whole images, so that a long batch shows progress as it goes. It counts calls, not the
+    sampler's step index: one callback can follow an inversion and the decodings after it."""
+    calls = itertools.count(1)
+
+    def advance(_step: int, _x: object) -> None:
+        done = next(calls)
+        bar.update(images * done // steps - images * (done - 1) // steps)
 
     return advance
 
