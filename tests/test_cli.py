@@ -362,6 +362,7 @@ def test_shipped_pdae_reconstructs_held_out_digits(tmp_path):
     result = runner.invoke(app, ["reconstruct", "--limit", "4", "--inversion-steps", "20",
                                  "--decoding-steps", "20", "-o", str(tmp_path / "r.png"), "--npz", str(out)])
     assert result.exit_code == 0, result.output
+    assert "reconstructing: 2/4" in result.output  # a bar over the 20 + 2 x 20 sampler steps
     arrays = np.load(out)
     inferred = ((arrays["inferred_xT"] - arrays["inputs"]) ** 2).mean()
     random = ((arrays["random_xT"] - arrays["inputs"]) ** 2).mean()

@@ -34,6 +34,11 @@ class StepCounts:
     clip_random: bool = True
     refine: int = 2
 
+    @property
+    def reconstruction_steps(self) -> int:
+        """The sampler steps of `reconstruct` (its inversion and two decodings), which its callback follows."""
+        return self.inversion + 2 * self.decoding
+
 
 # The paper's protocol, which `pdae eval` follows unless told otherwise: 100 plain DDIM inversion steps,
 # 100 decoding steps.
@@ -93,8 +98,7 @@ def reconstruct(model: PDAE, x0: Tensor, steps: StepCounts, seeds: Sequence[int]
                 callback: StepCallback | None = None) -> dict[str, Tensor]:
     """Decode each image from its z twice: from a random x_T (seeded per image) and from its inferred x_T.
 
-    Runs on the model's device and returns there. `callback` follows all steps.inversion + 2 *
-    steps.decoding sampler steps.
+    Runs on the model's device and returns there. `callback` follows all steps.reconstruction_steps.
     """
     x0 = x0.to(model.device)
     z = encode(model, x0)

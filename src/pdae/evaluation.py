@@ -69,7 +69,7 @@ def reconstruction_scores(model: PDAE, dataset: Dataset, steps: StepCounts, batc
         for start in range(done, len(dataset), batch_size):
             x0, _ = collate(dataset, range(start, min(start + batch_size, len(dataset))))
             outputs = reconstruct(model, x0, steps, seeds=range(seed + start, seed + start + len(x0)),
-                                  callback=per_step(bar, len(x0), steps.inversion + 2 * steps.decoding))
+                                  callback=per_step(bar, len(x0), steps.reconstruction_steps))
             for name, image in outputs.items():
                 for metric, per_image in metrics.items():
                     scores[f"{name}_{metric}"].append(per_image(to_unit_range(image.cpu()), to_unit_range(x0)))

@@ -266,13 +266,16 @@ def reconstruct(
     from pdae.data import iterate_batches
     from pdae.images import save_grid, save_npz
     from pdae.model import load_pdae
+    from pdae.progress import per_step, progress_bar
 
     target = o.prepare_runtime(threads, device)
     model = load_pdae(run, sampling_coef).to(target)
     x0, _ = next(iterate_batches(open_images(images, model, split, limit, skip_bad), limit))
     steps = step_counts(inversion_steps, decoding_steps, sampler, clip_x0, clip_random, refine)
-    outputs = {name: images.cpu() for name, images in
-               run_reconstruct(model, x0, steps, seeds=range(seed, seed + len(x0))).items()}
+    with progress_bar("reconstructing", total=len(x0), fields=()) as bar:
+        reconstructions = run_reconstruct(model, x0, steps, seeds=range(seed, seed + len(x0)),
+                                          callback=per_step(bar, len(x0), steps.reconstruction_steps))
+    outputs = {name: images.cpu() for name, images in reconstructions.items()}
     save_grid(torch.cat([x0, outputs["random_xT"], outputs["inferred_xT"]]), out, ncols=len(x0))
     o.console.print(f"wrote {out} (rows: input, random x_T, inferred x_T; inversion {inversion_steps} steps "
                     f"with {refine} refinements each, {sampler} decoding {decoding_steps} steps)")
