@@ -22,16 +22,17 @@ PresetName = Annotated[str, typer.Option(  # one line per preset ("\n\n" keeps t
         f"{name}: {preset.description}" for name, preset in PRESETS.items()))]
 
 
-def saved_model_config(run_dir: Path, kind: str) -> dict:
-    """The model config of an existing run of `kind` ('dpm', 'pdae', 'diffae', 'latent_dpm'), which --resume
-    rebuilds it from."""
+def saved_run_config(run_dir: Path, kind: str) -> dict:
+    """The config.json of an existing run of `kind` ('dpm', 'pdae', 'diffae', 'latent_dpm'): its "model",
+    which --resume rebuilds it from, and its "train" and (when recorded) "loss" settings."""
     from pdae.training import CONFIG_NAME
 
     path = run_dir / CONFIG_NAME
     if not path.is_file():
         raise PdaeError(f"nothing to resume: {path} does not exist")
     try:
-        config = json.loads(path.read_text())["model"]
+        run_config = json.loads(path.read_text())
+        config = run_config["model"]
     except (ValueError, KeyError, TypeError) as error:
         raise PdaeError(f"cannot resume: {path} is not a pdae run config ({error})") from None
     if config.get("kind") != kind:
@@ -39,15 +40,12 @@ def saved_model_config(run_dir: Path, kind: str) -> dict:
                    "latent_dpm": "latent fit"}
         raise PdaeError(f"cannot resume: {run_dir} holds a {config.get('kind')} run, not a {kind} run; "
                         f"continue it with pdae {command.get(config.get('kind'), '...')} --resume")
-    return config
+    return run_config
 
 
-def saved_loss_config(run_dir: Path) -> dict:
-    """The loss settings a run was started with (runs from before they were recorded: none, the defaults);
-    call after saved_model_config has checked the run's config."""
-    from pdae.training import CONFIG_NAME
-
-    return json.loads((run_dir / CONFIG_NAME).read_text()).get("loss", {})
+def saved_model_config(run_dir: Path, kind: str) -> dict:
+    """The model config of an existing run of `kind`, which --resume rebuilds it from."""
+    return saved_run_config(run_dir, kind)["model"]
 
 
 def initial_dpm(path: Path) -> LoadedDPM:
@@ -127,9 +125,10 @@ def pretrain(
              "timesteps": timesteps}
     initial = initial_dpm(init) if init is not None else None
     if resume:
-        model_config = saved_model_config(out, "dpm")
+        run_config = saved_run_config(out, "dpm")
+        model_config = run_config["model"]
         o.refuse_changed_on_resume(out, architecture_against(model_config, asked))
-        saved_min_snr = saved_loss_config(out).get("min_snr")
+        saved_min_snr = run_config.get("loss", {}).get("min_snr")  # older runs recorded no loss settings
         o.refuse_changed_model("the run", f"--resume continues {out} with the loss it was started with",
                                {"min_snr": (saved_min_snr, min_snr)})
         min_snr = saved_min_snr
